@@ -1,0 +1,1 @@
+"""Built-in policies written by the Safeguard Desktop team (shipped in the wheel)."""

@@ -1,0 +1,1 @@
+"""Icons, style sheets and desktop integration files."""

@@ -1,0 +1,9 @@
+"""`python -m safeguard_desktop`."""
+
+from __future__ import annotations
+
+import sys
+
+from safeguard_desktop.cli import main
+
+sys.exit(main())

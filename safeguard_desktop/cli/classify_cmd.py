@@ -1,0 +1,197 @@
+"""`safeguard-desktop classify`: one item against one policy, JSON or a readable summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from typing import Any
+
+from safeguard_desktop import paths
+from safeguard_desktop.cli.common import (
+    EXIT_ENGINE,
+    CliError,
+    add_host_argument,
+    endpoint_for,
+    load_settings,
+    print_json,
+)
+from safeguard_desktop.core.content import KINDS, Content, ContentError, import_file, parse_bytes
+from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
+from safeguard_desktop.core.prompt import EFFORTS
+from safeguard_desktop.engine.client import OllamaClient
+from safeguard_desktop.services.review import ReviewOptions, Reviewer, ReviewResult
+from safeguard_desktop.settings import Settings
+from safeguard_desktop.store.history import History, HistoryError
+
+EXIT_OK, EXIT_UNPARSED = 0, 3
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
+def safe_terminal(text: str) -> str:
+    """Untrusted text must not drive the terminal (ANSI escapes, bells, cursor moves)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("classify", help="classify one item against a policy",
+                       description="Classify text, a file or stdin against a policy.")
+    p.add_argument("--policy", required=True, help="built-in policy id or path to a .md/.txt file")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", help="the content to classify")
+    src.add_argument("--file", help="import the content from a file (.txt .md .json .jsonl .csv .eml)")
+    p.add_argument("--item", type=int, help="which item (1-based) of a multi-item file")
+    p.add_argument("--kind", choices=KINDS, help="content kind (default: message, or from the file)")
+    p.add_argument("--effort", choices=EFFORTS, help="reasoning effort (default: the policy's, "
+                   "else the setting)")
+    p.add_argument("--model", help="model name (default: the setting, gpt-oss-safeguard:20b)")
+    p.add_argument("--num-ctx", type=int, help="context window in tokens")
+    add_host_argument(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-history", action="store_true", help="do not save this review")
+    p.set_defaults(func=run)
+
+
+def policy_folders(settings: Settings) -> list[Any]:
+    from pathlib import Path
+
+    folder = settings["policy_folder"]
+    return [Path(folder).expanduser()] if folder else [paths.user_policies_dir()]
+
+
+def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
+    kind = args.kind
+    try:
+        if args.text is not None:
+            items = parse_bytes(args.text.encode("utf-8"), "text.txt", kind=kind or "message")
+        elif args.file:
+            items = import_file(args.file, kind=kind, max_bytes=max_bytes)
+        elif not sys.stdin.isatty():
+            items = parse_bytes(sys.stdin.buffer.read(), "stdin.txt", kind=kind or "message",
+                                max_bytes=max_bytes)
+        else:
+            raise CliError("Give the content with --text, --file, or on standard input.")
+    except ContentError as exc:
+        raise CliError(str(exc)) from None
+    if not items:
+        raise CliError("The input holds no item to classify.")
+    if args.item is not None:
+        if not 1 <= args.item <= len(items):
+            raise CliError(f"--item {args.item} is out of range: the input holds {len(items)} items.")
+        return items[args.item - 1]
+    if len(items) > 1:
+        raise CliError(f"The input holds {len(items)} items; choose one with --item N.")
+    return items[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    try:
+        policy = resolve_policy(args.policy, folders=policy_folders(settings))
+    except PolicyError as exc:
+        raise CliError(str(exc)) from None
+    content = read_content(args, int(settings["max_file_mb"]) * 1024 * 1024)
+    endpoint = endpoint_for(args, settings)
+    seed = int(settings["seed"])
+    options = ReviewOptions(
+        model=args.model or settings["model"],
+        effort=args.effort or policy.effort or settings["effort"],
+        num_ctx=args.num_ctx or int(settings["num_ctx"]),
+        seed=None if seed < 0 else seed,
+        temperature=float(settings["temperature"]),
+        keep_alive=settings["keep_alive"] or None,
+        moderator=settings["moderator"],
+        source="cli",
+    )
+    history = None
+    if not args.no_history:
+        try:
+            history = History.open(paths.history_db())
+        except HistoryError as exc:
+            print(f"safeguard-desktop: warning: {exc} This review is not saved.", file=sys.stderr)
+    try:
+        result = asyncio.run(_classify(endpoint, options, history, policy, content, args.json))
+    finally:
+        if history is not None:
+            history.close()
+    return report(result, as_json=args.json)
+
+
+async def _classify(endpoint: Any, options: ReviewOptions, history: History | None,
+                    policy: Policy, content: Content, as_json: bool) -> ReviewResult:
+    client = OllamaClient(endpoint)
+    live = not as_json and sys.stdout.isatty()
+    if live:
+        _header(policy, options)
+
+    def on_delta(kind: str, text: str) -> None:
+        if kind == "thinking":
+            sys.stdout.write("\x1b[2m" + safe_terminal(text) + "\x1b[0m")
+            sys.stdout.flush()
+
+    try:
+        return await Reviewer(client, options, history).review(
+            policy, content, on_delta=on_delta if live else None
+        )
+    finally:
+        await client.aclose()
+
+
+def _header(policy: Policy, options: ReviewOptions) -> None:
+    version = f" v{policy.version}" if policy.version else ""
+    print(f"Policy: {policy.title} ({policy.id}{version}, sha256 {policy.short_sha})")
+    print(f"Model:  {options.model} · effort {options.effort}\n")
+
+
+def report(result: ReviewResult, *, as_json: bool) -> int:
+    if as_json:
+        print_json(result.to_json())
+    else:
+        _summary(result)
+    if result.error is not None:
+        print(f"safeguard-desktop: {result.error}", file=sys.stderr)
+        return EXIT_ENGINE
+    verdict = result.verdict
+    if verdict is None or verdict.label in ("unparsed", "incomplete"):
+        if verdict is not None and verdict.problem:
+            print(f"safeguard-desktop: {verdict.problem}", file=sys.stderr)
+        return EXIT_UNPARSED
+    return EXIT_OK
+
+
+def _summary(result: ReviewResult) -> None:
+    live = sys.stdout.isatty()
+    if not live:
+        _header(result.policy, ReviewOptions(model=result.model, effort=result.effort))
+        if result.reasoning:
+            print("Reasoning:\n" + safe_terminal(result.reasoning))
+    print("\n" + "─" * 60)
+    v = result.verdict
+    if v is None:
+        print("FAILED")
+    else:
+        parts = [v.label.upper()]
+        if v.category:
+            parts.append(f"category {safe_terminal(v.category)}")
+        if v.rule_ids:
+            parts.append("rules " + ", ".join(safe_terminal(r) for r in v.rule_ids))
+        if v.confidence:
+            parts.append(f"confidence {safe_terminal(v.confidence)}")
+        print("  ·  ".join(parts))
+        if v.rationale:
+            print(f"Rationale: {safe_terminal(v.rationale)}")
+        if v.label in ("unparsed", "incomplete"):
+            print(f"Answer: {safe_terminal(v.raw)!r}")
+    s = result.stats
+    if s is not None:
+        bits = []
+        if s.first_token_s is not None:
+            bits.append(f"first token {s.first_token_s:.2f} s")
+        if s.tokens_per_s:
+            bits.append(f"{s.tokens_per_s:.1f} tokens/s")
+        bits.append(f"total {s.wall_s:.2f} s")
+        bits.append(f"prompt {s.prompt_eval_count} tokens")
+        print("Stats: " + " · ".join(bits))
+    if result.review_id is not None:
+        print(f"Saved as review #{result.review_id}.")

@@ -1,0 +1,77 @@
+"""Helpers shared by the CLI commands: errors, host and settings resolution, logging."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import sys
+from typing import Any
+
+from safeguard_desktop import paths, secrets
+from safeguard_desktop.engine.endpoint import Endpoint, HostError, resolve_host, token_warning
+from safeguard_desktop.settings import Settings
+
+EXIT_ENGINE, EXIT_USAGE = 1, 2
+
+
+class CliError(Exception):
+    """One line for stderr and the exit code to go with it."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def setup_logging(*, verbose: bool) -> None:
+    root = logging.getLogger("safeguard")
+    root.setLevel(logging.DEBUG)
+    try:
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            paths.logs_dir() / "safeguard.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        handler.setLevel(logging.INFO)
+        root.addHandler(handler)
+    except OSError:
+        pass
+    if verbose:
+        err = logging.StreamHandler(sys.stderr)
+        err.setLevel(logging.DEBUG)
+        root.addHandler(err)
+
+
+def add_host_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        help="Ollama address (default: OLLAMA_HOST, else the host setting, "
+        "else http://127.0.0.1:11434)",
+    )
+
+
+def load_settings() -> Settings:
+    settings = Settings()
+    if settings.load_problem:
+        print(f"safeguard-desktop: {settings.load_problem}", file=sys.stderr)
+    return settings
+
+
+def endpoint_for(args: argparse.Namespace, settings: Settings) -> Endpoint:
+    try:
+        url = resolve_host(getattr(args, "host", None), os.environ.get("OLLAMA_HOST"),
+                           settings["host"])
+    except HostError as exc:
+        raise CliError(str(exc)) from None
+    token = os.environ.get("SAFEGUARD_OLLAMA_TOKEN") or secrets.get_token(url)
+    warning = token_warning(url, token)
+    if warning:
+        print(f"safeguard-desktop: warning: {warning}", file=sys.stderr)
+    return Endpoint(url=url, token=token, timeout=float(settings["request_timeout"]))
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

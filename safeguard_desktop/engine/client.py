@@ -1,0 +1,195 @@
+"""Async classify stream over `ollama.AsyncClient`, with error mapping.
+
+Yields typed events (reasoning delta, answer delta, done with stats). Cancel
+by cancelling the task that iterates: the HTTP stream is closed with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+import ollama
+
+from safeguard_desktop.core.prompt import ChatRequest
+from safeguard_desktop.engine.endpoint import Endpoint
+from safeguard_desktop.engine.errors import (
+    ConnectionDropped,
+    EngineError,
+    ModelMissing,
+    QueueFull,
+    RequestTimeout,
+    ServerError,
+    ServerUnreachable,
+    StreamFailed,
+    Unauthorized,
+)
+
+log = logging.getLogger("safeguard.engine")
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Timings of one answer; Ollama's durations are nanoseconds."""
+
+    done_reason: str | None = None
+    total_duration: int = 0
+    load_duration: int = 0
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    first_token_s: float | None = None  # wall clock from request to first token
+    wall_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        if self.eval_count and self.eval_duration:
+            return self.eval_count / (self.eval_duration / 1e9)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tokens_per_s"] = self.tokens_per_s
+        return d
+
+
+@dataclass(frozen=True)
+class Done:
+    stats: Stats
+
+
+Event = ThinkingDelta | AnswerDelta | Done
+
+
+def map_response_error(exc: ollama.ResponseError, *, model: str, in_stream: bool) -> EngineError:
+    detail = str(exc.error)
+    code = exc.status_code
+    if code == 404 and "not found" in detail.lower():
+        return ModelMissing(model, detail=detail)
+    if code == 503:
+        return QueueFull(detail=detail)
+    if code in (401, 403):
+        return Unauthorized(detail=detail)
+    if code == -1 or in_stream:
+        return StreamFailed(detail=detail)
+    return ServerError(f"Ollama answered with HTTP {code}.", detail=detail)
+
+
+def map_transport_error(exc: BaseException, endpoint: Endpoint, *, started: bool) -> EngineError:
+    """httpx and socket failures, before or after the first byte of the answer."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ServerUnreachable(endpoint.url, detail="connection timed out")
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(endpoint.timeout)
+    if isinstance(exc, ConnectionError | httpx.ConnectError) and not started:
+        return ServerUnreachable(endpoint.url)
+    return ConnectionDropped(detail=str(exc) or type(exc).__name__)
+
+
+class OllamaClient:
+    """One server address; cheap to create, holds one connection pool."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._client = ollama.AsyncClient(
+            host=endpoint.url, headers=endpoint.headers(), timeout=endpoint.httpx_timeout()
+        )
+        # Plain HTTP for what the ollama client has no call for (/api/version, blobs).
+        self.http = httpx.AsyncClient(
+            base_url=endpoint.url, headers=endpoint.headers(), timeout=endpoint.httpx_timeout()
+        )
+
+    @property
+    def raw(self) -> ollama.AsyncClient:
+        return self._client
+
+    async def aclose(self) -> None:
+        await self._client.close()  # type: ignore[no-untyped-call]
+        await self.http.aclose()
+
+    async def classify(self, request: ChatRequest) -> AsyncIterator[Event]:
+        """Stream one answer. Raises an `EngineError` subclass on any failure."""
+        started = False
+        t0 = time.perf_counter()
+        first: float | None = None
+        try:
+            stream = await self._client.chat(**request.to_kwargs())
+            async for chunk in stream:
+                started = True
+                msg = chunk.message
+                if msg.thinking:
+                    first = first or time.perf_counter() - t0
+                    yield ThinkingDelta(msg.thinking)
+                if msg.content:
+                    first = first or time.perf_counter() - t0
+                    yield AnswerDelta(msg.content)
+                if chunk.done:
+                    yield Done(_stats(chunk, first, time.perf_counter() - t0))
+                    return
+        except ollama.ResponseError as exc:
+            raise map_response_error(exc, model=request.model, in_stream=started) from None
+        except json.JSONDecodeError as exc:
+            raise StreamFailed(
+                "Ollama sent a line that is not JSON; the server may be a different program.",
+                detail=str(exc),
+            ) from None
+        except (httpx.HTTPError, ConnectionError, OSError) as exc:
+            raise map_transport_error(exc, self.endpoint, started=started) from None
+        # The stream ended without its final `done` chunk.
+        raise ConnectionDropped(detail="the answer ended without its final chunk")
+
+    async def version(self) -> str | None:
+        """`/api/version` (the ollama client has no call for it)."""
+        data = await self.get_json("/api/version")
+        value = data.get("version")
+        return str(value) if value else None
+
+    async def get_json(self, path: str) -> Mapping[str, Any]:
+        try:
+            resp = await self.http.get(path)
+        except (httpx.HTTPError, OSError) as exc:
+            raise map_transport_error(exc, self.endpoint, started=False) from None
+        if resp.status_code in (401, 403):
+            raise Unauthorized(detail=resp.text[:200])
+        if resp.status_code >= 400:
+            raise ServerError(f"Ollama answered with HTTP {resp.status_code}.", detail=resp.text[:200])
+        try:
+            data = resp.json()
+        except ValueError:
+            raise ServerError(
+                f"Something that is not Ollama answers at {self.endpoint.url}.",
+                detail=resp.text[:120],
+            ) from None
+        if not isinstance(data, dict):
+            raise ServerError(f"Something that is not Ollama answers at {self.endpoint.url}.")
+        return data
+
+
+def _stats(chunk: Any, first: float | None, wall: float) -> Stats:
+    return Stats(
+        done_reason=chunk.done_reason,
+        total_duration=chunk.total_duration or 0,
+        load_duration=chunk.load_duration or 0,
+        prompt_eval_count=chunk.prompt_eval_count or 0,
+        prompt_eval_duration=chunk.prompt_eval_duration or 0,
+        eval_count=chunk.eval_count or 0,
+        eval_duration=chunk.eval_duration or 0,
+        first_token_s=first,
+        wall_s=wall,
+    )

@@ -1,0 +1,254 @@
+"""One review, end to end: request, stream, verdict, history. Used by the GUI and the CLI.
+
+No widgets here: progress reaches the caller through a plain callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from safeguard_desktop.core.content import Content
+from safeguard_desktop.core.policy import Policy
+from safeguard_desktop.core.prompt import ChatRequest, build_request, system_prompt, wants_schema
+from safeguard_desktop.core.verdict import Verdict, parse_verdict
+from safeguard_desktop.engine.client import AnswerDelta, Done, OllamaClient, Stats, ThinkingDelta
+from safeguard_desktop.engine.errors import EngineError
+from safeguard_desktop.store.history import History
+
+log = logging.getLogger("safeguard.review")
+Status = Literal["done", "failed", "cancelled"]
+DeltaCallback = Callable[[str, str], None]  # (kind "thinking" | "answer", text)
+PROGRESS_EVERY_S = 1.0
+SCHEMA_MIN_VERSION = (0, 12, 4)  # Ollama applies `format` after the thinking phase from here on
+
+
+@dataclass(frozen=True)
+class ReviewOptions:
+    model: str
+    effort: str | None = None  # None: the policy's default effort, else "medium"
+    num_ctx: int = 16384
+    seed: int | None = 42
+    temperature: float | None = 1.0
+    keep_alive: str | None = None
+    moderator: str = ""
+    source: str = "cli"
+
+
+@dataclass
+class ReviewResult:
+    status: Status
+    policy: Policy
+    content: Content
+    model: str
+    effort: str
+    verdict: Verdict | None = None
+    reasoning: str = ""
+    answer: str = ""
+    stats: Stats | None = None
+    error: EngineError | None = None
+    review_id: int | None = None
+    request: ChatRequest | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The object `classify --json` prints."""
+        verdict = self.verdict.to_dict() if self.verdict else None
+        out: dict[str, Any] = {
+            "verdict": verdict,
+            "reasoning": self.reasoning,
+            "answer": self.answer,
+            "policy": {
+                "id": self.policy.id,
+                "version": self.policy.version,
+                "sha256": self.policy.sha256,
+            },
+            "model": self.model,
+            "effort": self.effort,
+            "stats": self.stats.to_dict() if self.stats else {},
+            "status": self.status,
+        }
+        if self.error is not None:
+            out["error"] = str(self.error)
+        if self.review_id is not None:
+            out["review_id"] = self.review_id
+        return out
+
+
+def policy_system_prompt(policy: Policy) -> str:
+    return system_prompt(
+        policy.body,
+        output=policy.output,
+        labels=policy.labels,
+        states_output=policy.states_output_format(),
+    )
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    parts: list[int] = []
+    for piece in text.split("-")[0].split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts) or None
+
+
+class Reviewer:
+    """Runs reviews against one server, recording each in the history when given one."""
+
+    def __init__(
+        self, client: OllamaClient, options: ReviewOptions, history: History | None = None
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.history = history
+        self._server_version: str | None = None
+        self._version_checked = False
+        self._digests: dict[str, str | None] = {}
+
+    async def server_version(self) -> str | None:
+        if not self._version_checked:
+            try:
+                self._server_version = await self.client.version()
+            except EngineError:
+                self._server_version = None
+            self._version_checked = True
+        return self._server_version
+
+    async def model_digest(self, model: str) -> str | None:
+        if model not in self._digests:
+            try:
+                listed = await self.client.raw.list()
+                for m in listed.models:
+                    if m.model == model:
+                        self._digests[model] = m.digest
+                        break
+                else:
+                    return None
+            except Exception as exc:  # provenance is best effort; the review itself reports
+                log.debug("model digest lookup failed: %s", exc)
+                return None
+        return self._digests.get(model)
+
+    def build(self, policy: Policy, content: Content, *, schema: bool) -> ChatRequest:
+        opts = self.options
+        effort = opts.effort or policy.effort or "medium"
+        return build_request(
+            system=policy_system_prompt(policy),
+            user=content.render(),
+            model=opts.model,
+            effort=effort,
+            num_ctx=opts.num_ctx,
+            seed=opts.seed,
+            temperature=opts.temperature,
+            schema=schema,
+            keep_alive=opts.keep_alive,
+        )
+
+    async def review(
+        self, policy: Policy, content: Content, *, on_delta: DeltaCallback | None = None
+    ) -> ReviewResult:
+        """Classify one item. Never raises EngineError: a failure is a result with status failed.
+
+        Cancelling the awaiting task records the review as cancelled and re-raises.
+        """
+        version = await self.server_version()
+        parsed = parse_version(version)
+        schema = wants_schema(policy.output) and parsed is not None and parsed >= SCHEMA_MIN_VERSION
+        request = self.build(policy, content, schema=schema)
+        result = ReviewResult(
+            status="failed",
+            policy=policy,
+            content=content,
+            model=request.model,
+            effort=request.think,
+            request=request,
+        )
+        if self.history is not None:
+            result.review_id = await asyncio.to_thread(self._start, request, policy, content, version)
+        thinking: list[str] = []
+        answer: list[str] = []
+        last_save = time.monotonic()
+        try:
+            async for event in self.client.classify(request):
+                if isinstance(event, ThinkingDelta):
+                    thinking.append(event.text)
+                    if on_delta:
+                        on_delta("thinking", event.text)
+                elif isinstance(event, AnswerDelta):
+                    answer.append(event.text)
+                    if on_delta:
+                        on_delta("answer", event.text)
+                elif isinstance(event, Done):
+                    result.stats = event.stats
+                if result.review_id is not None and time.monotonic() - last_save >= PROGRESS_EVERY_S:
+                    last_save = time.monotonic()
+                    await asyncio.to_thread(
+                        self.history.save_progress,  # type: ignore[union-attr]
+                        result.review_id,
+                        reasoning="".join(thinking),
+                        answer="".join(answer),
+                    )
+        except EngineError as exc:
+            result.error = exc
+        except asyncio.CancelledError:
+            result.status = "cancelled"
+            result.reasoning, result.answer = "".join(thinking), "".join(answer)
+            await asyncio.shield(self._finish(result))
+            raise
+        result.reasoning, result.answer = "".join(thinking), "".join(answer)
+        if result.error is None:
+            result.status = "done"
+            done_reason = result.stats.done_reason if result.stats else None
+            result.verdict = parse_verdict(
+                result.answer,
+                done_reason=done_reason,
+                labels=policy.labels,
+                escalate=policy.escalate,
+            )
+        await self._finish(result)
+        return result
+
+    def _start(self, request: ChatRequest, policy: Policy, content: Content,
+               version: str | None) -> int:
+        assert self.history is not None
+        return self.history.start_review(
+            content=content.to_dict(),
+            content_text=request.user,
+            content_kind=content.kind,
+            policy_sha256=policy.sha256,
+            policy_id=policy.id,
+            policy_version=policy.version,
+            policy_title=policy.title,
+            policy_text=policy.text,
+            model=request.model,
+            effort=request.think,
+            num_ctx=request.num_ctx,
+            seed=request.seed,
+            temperature=request.temperature,
+            moderator=self.options.moderator,
+            source=self.options.source,
+            host=self.client.endpoint.url,
+            ollama_version=version,
+        )
+
+    async def _finish(self, result: ReviewResult) -> None:
+        if self.history is None or result.review_id is None:
+            return
+        digest = await self.model_digest(result.model) if result.status == "done" else None
+        await asyncio.to_thread(
+            self.history.finish_review,
+            result.review_id,
+            status=result.status,
+            reasoning=result.reasoning,
+            answer=result.answer,
+            verdict=result.verdict.to_dict() if result.verdict else None,
+            stats=result.stats.to_dict() if result.stats else None,
+            error=str(result.error) if result.error else None,
+            model_digest=digest,
+        )
