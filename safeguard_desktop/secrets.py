@@ -28,7 +28,9 @@ class SecretStoreUnavailable(RuntimeError):
 
 def _usable(backend: KeyringBackend) -> bool:
     name = f"{type(backend).__module__}.{type(backend).__name__}"
-    return not (name.startswith("keyring.backends.fail") or name.startswith("keyring.backends.null"))
+    return not (
+        name.startswith("keyring.backends.fail") or name.startswith("keyring.backends.null")
+    )
 
 
 def backend_name() -> str:

@@ -21,7 +21,7 @@ from safeguard_desktop.core.content import KINDS, Content, ContentError, import_
 from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
 from safeguard_desktop.core.prompt import EFFORTS
 from safeguard_desktop.engine.client import OllamaClient
-from safeguard_desktop.services.review import ReviewOptions, Reviewer, ReviewResult
+from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.history import History, HistoryError
 
@@ -35,16 +35,26 @@ def safe_terminal(text: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("classify", help="classify one item against a policy",
-                       description="Classify text, a file or stdin against a policy.")
+    p = sub.add_parser(
+        "classify",
+        help="classify one item against a policy",
+        description="Classify text, a file or stdin against a policy.",
+    )
     p.add_argument("--policy", required=True, help="built-in policy id or path to a .md/.txt file")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help="the content to classify")
-    src.add_argument("--file", help="import the content from a file (.txt .md .json .jsonl .csv .eml)")
+    src.add_argument(
+        "--file", help="import the content from a file (.txt .md .json .jsonl .csv .eml)"
+    )
     p.add_argument("--item", type=int, help="which item (1-based) of a multi-item file")
-    p.add_argument("--kind", choices=KINDS, help="content kind (default: message, or from the file)")
-    p.add_argument("--effort", choices=EFFORTS, help="reasoning effort (default: the policy's, "
-                   "else the setting)")
+    p.add_argument(
+        "--kind", choices=KINDS, help="content kind (default: message, or from the file)"
+    )
+    p.add_argument(
+        "--effort",
+        choices=EFFORTS,
+        help="reasoning effort (default: the policy's, else the setting)",
+    )
     p.add_argument("--model", help="model name (default: the setting, gpt-oss-safeguard:20b)")
     p.add_argument("--num-ctx", type=int, help="context window in tokens")
     add_host_argument(p)
@@ -68,8 +78,9 @@ def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
         elif args.file:
             items = import_file(args.file, kind=kind, max_bytes=max_bytes)
         elif not sys.stdin.isatty():
-            items = parse_bytes(sys.stdin.buffer.read(), "stdin.txt", kind=kind or "message",
-                                max_bytes=max_bytes)
+            items = parse_bytes(
+                sys.stdin.buffer.read(), "stdin.txt", kind=kind or "message", max_bytes=max_bytes
+            )
         else:
             raise CliError("Give the content with --text, --file, or on standard input.")
     except ContentError as exc:
@@ -78,7 +89,9 @@ def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
         raise CliError("The input holds no item to classify.")
     if args.item is not None:
         if not 1 <= args.item <= len(items):
-            raise CliError(f"--item {args.item} is out of range: the input holds {len(items)} items.")
+            raise CliError(
+                f"--item {args.item} is out of range: the input holds {len(items)} items."
+            )
         return items[args.item - 1]
     if len(items) > 1:
         raise CliError(f"The input holds {len(items)} items; choose one with --item N.")
@@ -118,8 +131,14 @@ def run(args: argparse.Namespace) -> int:
     return report(result, as_json=args.json)
 
 
-async def _classify(endpoint: Any, options: ReviewOptions, history: History | None,
-                    policy: Policy, content: Content, as_json: bool) -> ReviewResult:
+async def _classify(
+    endpoint: Any,
+    options: ReviewOptions,
+    history: History | None,
+    policy: Policy,
+    content: Content,
+    as_json: bool,
+) -> ReviewResult:
     client = OllamaClient(endpoint)
     live = not as_json and sys.stdout.isatty()
     if live:

@@ -60,8 +60,9 @@ def load_settings() -> Settings:
 
 def endpoint_for(args: argparse.Namespace, settings: Settings) -> Endpoint:
     try:
-        url = resolve_host(getattr(args, "host", None), os.environ.get("OLLAMA_HOST"),
-                           settings["host"])
+        url = resolve_host(
+            getattr(args, "host", None), os.environ.get("OLLAMA_HOST"), settings["host"]
+        )
     except HostError as exc:
         raise CliError(str(exc)) from None
     token = os.environ.get("SAFEGUARD_OLLAMA_TOKEN") or secrets.get_token(url)

@@ -58,8 +58,10 @@ def run_list(args: argparse.Namespace) -> int:
     width = max((len(r["id"]) for r in rows), default=2)
     for r in rows:
         where = "built-in" if r["builtin"] else r["source"]
-        print(f"{r['id']:<{width}}  {r['version'] or '-':<5}  {r['lint']:<9}  "
-              f"{safe_terminal(r['title'])}  ({where})")
+        print(
+            f"{r['id']:<{width}}  {r['version'] or '-':<5}  {r['lint']:<9}  "
+            f"{safe_terminal(r['title'])}  ({where})"
+        )
     return 0
 
 
@@ -82,13 +84,23 @@ def _resolve(ref: str) -> Policy:
 def run_show(args: argparse.Namespace) -> int:
     p = _resolve(args.policy)
     if args.json:
-        print_json({
-            "id": p.id, "title": p.title, "version": p.version, "sha256": p.sha256,
-            "output": p.output, "labels": p.labels, "escalate": list(p.escalate),
-            "effort": p.effort, "text": p.text,
-            "rules": [{"id": r.id, "line": r.line, "section": r.section, "text": r.text}
-                      for r in p.rules],
-        })
+        print_json(
+            {
+                "id": p.id,
+                "title": p.title,
+                "version": p.version,
+                "sha256": p.sha256,
+                "output": p.output,
+                "labels": p.labels,
+                "escalate": list(p.escalate),
+                "effort": p.effort,
+                "text": p.text,
+                "rules": [
+                    {"id": r.id, "line": r.line, "section": r.section, "text": r.text}
+                    for r in p.rules
+                ],
+            }
+        )
         return 0
     print(safe_terminal(p.text))
     print("\nRules:")
@@ -106,8 +118,12 @@ def run_lint(args: argparse.Namespace) -> int:
         policy = _resolve(args.path)
     issues = lint(policy)
     if args.json:
-        print_json([{"code": i.code, "severity": i.severity, "line": i.line,
-                     "message": i.message} for i in issues])
+        print_json(
+            [
+                {"code": i.code, "severity": i.severity, "line": i.line, "message": i.message}
+                for i in issues
+            ]
+        )
     else:
         for i in issues:
             where = f"line {i.line}: " if i.line else ""

@@ -61,8 +61,9 @@ def output_instruction(output: str | None, labels: tuple[str, str] | None) -> st
     return BINARY_INSTRUCTION
 
 
-def system_prompt(body: str, *, output: str | None, labels: tuple[str, str] | None,
-                  states_output: bool) -> str:
+def system_prompt(
+    body: str, *, output: str | None, labels: tuple[str, str] | None, states_output: bool
+) -> str:
     """The exact system message: the policy, plus an output instruction when it lacks one."""
     text = body.strip("\n")
     if states_output:

@@ -168,7 +168,9 @@ class OllamaClient:
         if resp.status_code in (401, 403):
             raise Unauthorized(detail=resp.text[:200])
         if resp.status_code >= 400:
-            raise ServerError(f"Ollama answered with HTTP {resp.status_code}.", detail=resp.text[:200])
+            raise ServerError(
+                f"Ollama answered with HTTP {resp.status_code}.", detail=resp.text[:200]
+            )
         try:
             data = resp.json()
         except ValueError:

@@ -170,7 +170,9 @@ class Reviewer:
             request=request,
         )
         if self.history is not None:
-            result.review_id = await asyncio.to_thread(self._start, request, policy, content, version)
+            result.review_id = await asyncio.to_thread(
+                self._start, request, policy, content, version
+            )
         thinking: list[str] = []
         answer: list[str] = []
         last_save = time.monotonic()
@@ -186,7 +188,10 @@ class Reviewer:
                         on_delta("answer", event.text)
                 elif isinstance(event, Done):
                     result.stats = event.stats
-                if result.review_id is not None and time.monotonic() - last_save >= PROGRESS_EVERY_S:
+                if (
+                    result.review_id is not None
+                    and time.monotonic() - last_save >= PROGRESS_EVERY_S
+                ):
                     last_save = time.monotonic()
                     await asyncio.to_thread(
                         self.history.save_progress,  # type: ignore[union-attr]
@@ -214,8 +219,9 @@ class Reviewer:
         await self._finish(result)
         return result
 
-    def _start(self, request: ChatRequest, policy: Policy, content: Content,
-               version: str | None) -> int:
+    def _start(
+        self, request: ChatRequest, policy: Policy, content: Content, version: str | None
+    ) -> int:
         assert self.history is not None
         return self.history.start_review(
             content=content.to_dict(),
