@@ -11,3 +11,28 @@ os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"
 # Never pick up a developer's Ollama host or API key.
 os.environ.pop("OLLAMA_HOST", None)
 os.environ.pop("OLLAMA_API_KEY", None)
+
+
+# Qt objects must be destroyed on the GUI thread. Python's cyclic collector runs in whichever
+# thread happens to allocate (a fake-server thread, asyncio.to_thread, a child watcher), and a
+# cycle holding a QObject collected there crashes Qt. So the suite collects on the main thread
+# only, between tests (the app does the same with ui.async_utils.MainThreadGC).
+import gc
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _collect_on_main_thread_only():
+    was_enabled = gc.isenabled()
+    gc.disable()
+    yield
+    gc.collect()
+    if was_enabled:
+        gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_each_test():
+    yield
+    gc.collect()

@@ -6,10 +6,11 @@ by cancelling the task that iterates: the HTTP stream is closed with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -123,25 +124,27 @@ class OllamaClient:
         await self._client.close()  # type: ignore[no-untyped-call]
         await self.http.aclose()
 
-    async def classify(self, request: ChatRequest) -> AsyncIterator[Event]:
+    async def classify(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         """Stream one answer. Raises an `EngineError` subclass on any failure."""
         started = False
         t0 = time.perf_counter()
         first: float | None = None
         try:
             stream = await self._client.chat(**request.to_kwargs())
-            async for chunk in stream:
-                started = True
-                msg = chunk.message
-                if msg.thinking:
-                    first = first or time.perf_counter() - t0
-                    yield ThinkingDelta(msg.thinking)
-                if msg.content:
-                    first = first or time.perf_counter() - t0
-                    yield AnswerDelta(msg.content)
-                if chunk.done:
-                    yield Done(_stats(chunk, first, time.perf_counter() - t0))
-                    return
+            # Close the HTTP stream here, on this loop, however the iteration ends.
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    started = True
+                    msg = chunk.message
+                    if msg.thinking:
+                        first = first or time.perf_counter() - t0
+                        yield ThinkingDelta(msg.thinking)
+                    if msg.content:
+                        first = first or time.perf_counter() - t0
+                        yield AnswerDelta(msg.content)
+                    if chunk.done:
+                        yield Done(_stats(chunk, first, time.perf_counter() - t0))
+                        return
         except ollama.ResponseError as exc:
             raise map_response_error(exc, model=request.model, in_stream=started) from None
         except json.JSONDecodeError as exc:

@@ -6,6 +6,7 @@ No widgets here: progress reaches the caller through a plain callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -177,28 +178,29 @@ class Reviewer:
         answer: list[str] = []
         last_save = time.monotonic()
         try:
-            async for event in self.client.classify(request):
-                if isinstance(event, ThinkingDelta):
-                    thinking.append(event.text)
-                    if on_delta:
-                        on_delta("thinking", event.text)
-                elif isinstance(event, AnswerDelta):
-                    answer.append(event.text)
-                    if on_delta:
-                        on_delta("answer", event.text)
-                elif isinstance(event, Done):
-                    result.stats = event.stats
-                if (
-                    result.review_id is not None
-                    and time.monotonic() - last_save >= PROGRESS_EVERY_S
-                ):
-                    last_save = time.monotonic()
-                    await asyncio.to_thread(
-                        self.history.save_progress,  # type: ignore[union-attr]
-                        result.review_id,
-                        reasoning="".join(thinking),
-                        answer="".join(answer),
-                    )
+            async with contextlib.aclosing(self.client.classify(request)) as events:
+                async for event in events:
+                    if isinstance(event, ThinkingDelta):
+                        thinking.append(event.text)
+                        if on_delta:
+                            on_delta("thinking", event.text)
+                    elif isinstance(event, AnswerDelta):
+                        answer.append(event.text)
+                        if on_delta:
+                            on_delta("answer", event.text)
+                    elif isinstance(event, Done):
+                        result.stats = event.stats
+                    if (
+                        result.review_id is not None
+                        and time.monotonic() - last_save >= PROGRESS_EVERY_S
+                    ):
+                        last_save = time.monotonic()
+                        await asyncio.to_thread(
+                            self.history.save_progress,  # type: ignore[union-attr]
+                            result.review_id,
+                            reasoning="".join(thinking),
+                            answer="".join(answer),
+                        )
         except EngineError as exc:
             result.error = exc
         except asyncio.CancelledError:

@@ -11,6 +11,7 @@ import contextlib
 import re
 import socket
 import socketserver
+import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -115,6 +116,9 @@ class _Server(ThreadingHTTPServer):
             self.fake._threads.discard(threading.current_thread())
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client closing an idle keep-alive connection is normal, not a fake bug.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
         if not self.fake.stopping.is_set():
             super().handle_error(request, client_address)
 
