@@ -1,0 +1,118 @@
+"""GUI bootstrap: check the display, create QApplication + qasync loop, wire services to the UI.
+
+`build_context` is shared with tests and benchmarks so they wire the app the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from safeguard_desktop import paths, secrets
+from safeguard_desktop.engine.endpoint import DEFAULT_HOST, Endpoint, HostError, resolve_host
+from safeguard_desktop.preflight import check_display
+from safeguard_desktop.settings import Settings
+from safeguard_desktop.store.history import History, HistoryError
+from safeguard_desktop.ui.context import AppContext
+
+log = logging.getLogger("safeguard.app")
+
+
+def resolve_endpoint(settings: Settings, host: str | None = None) -> tuple[Endpoint, list[str]]:
+    """--host, else OLLAMA_HOST, else the setting; a bad value falls back with a warning."""
+    warnings: list[str] = []
+    try:
+        url = resolve_host(host, os.environ.get("OLLAMA_HOST"), settings["host"])
+    except HostError as exc:
+        warnings.append(f"{exc} Using {DEFAULT_HOST} instead; fix the host in Settings.")
+        url = DEFAULT_HOST
+    token = os.environ.get("SAFEGUARD_OLLAMA_TOKEN") or secrets.get_token(url)
+    endpoint = Endpoint(url=url, token=token, timeout=float(settings["request_timeout"]))
+    return endpoint, warnings
+
+
+def open_history() -> tuple[History | None, str | None]:
+    """The review history, or None and a sentence saying why reviews are not saved."""
+    try:
+        return History.open(paths.history_db()), None
+    except HistoryError as exc:
+        return None, f"{exc} Reviews of this session are not saved."
+
+
+def build_context(
+    settings: Settings | None = None, *, host: str | None = None, with_history: bool = True
+) -> AppContext:
+    settings = settings or Settings()
+    endpoint, warnings = resolve_endpoint(settings, host)
+    if settings.load_problem:
+        warnings.append(settings.load_problem)
+    history, problem = open_history() if with_history else (None, None)
+    if problem:
+        warnings.append(problem)
+    ctx = AppContext.create(settings, endpoint, history)
+    ctx.warnings.extend(warnings)
+    return ctx
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """Open the main window; returns the process exit code."""
+    problem = check_display()
+    if problem is not None:
+        print(f"safeguard-desktop: {problem}", file=sys.stderr)
+        return 1
+    from safeguard_desktop.qt import QApplication, qasync
+    from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
+    from safeguard_desktop.ui.main_window import MainWindow
+    from safeguard_desktop.ui.theme import app_icon, apply_theme
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
+    app.setApplicationName("Safeguard Desktop")
+    app.setOrganizationName("safeguard-desktop")
+    app.setDesktopFileName("safeguard-desktop")
+    app.setWindowIcon(app_icon())
+    app.setQuitOnLastWindowClosed(False)  # the loop ends when the window finished shutting down
+    apply_theme(app)
+
+    ctx = build_context(host=getattr(args, "host", None))
+    window = MainWindow(ctx)
+    collector = MainThreadGC(parent=app)
+    collector.start()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        install_asyncgen_hooks(loop)  # asyncio.run's shutdown_asyncgens then sees them
+        done = loop.create_future()
+
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        window.closed.connect(finished)
+        _route_sigint(window)
+        window.show()
+        window.start()
+        await done
+
+    try:
+        qasync.run(main())
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if ctx.history is not None:
+            ctx.history.close()
+    return 0
+
+
+def _route_sigint(window: object) -> None:
+    """Ctrl+C in the terminal quits like Ctrl+Q (Qt's loop would otherwise swallow it)."""
+    from safeguard_desktop.qt import QTimer
+
+    signal.signal(signal.SIGINT, lambda *_: window.request_quit())  # type: ignore[attr-defined]
+    timer = QTimer(window)  # type: ignore[arg-type]
+    timer.start(250)  # wake the interpreter so the Python signal handler runs
+    timer.timeout.connect(lambda: None)

@@ -1,0 +1,338 @@
+"""The main window: views in tabs, menus whose actions carry every shortcut, a status bar.
+
+Extension points for other panels: `add_view(name, widget, shortcut)`, `menu(name)`,
+`add_action(...)`, `set_status(key, text)`, the `server_state_changed` signal and the
+`on_quit` callbacks (each may return an awaitable; they run before the window closes).
+
+Signals:
+    server_state_changed(ServerState): after every health check.
+    closed(): the window finished shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from safeguard_desktop.qt import (
+    QAction,
+    QCloseEvent,
+    QFileDialog,
+    QGuiApplication,
+    QKeySequence,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    Qt,
+    QTabWidget,
+    QTimer,
+    QWidget,
+    Signal,
+)
+from safeguard_desktop.services.review import ReviewResult
+from safeguard_desktop.ui.async_utils import TaskKeeper
+from safeguard_desktop.ui.context import AppContext
+from safeguard_desktop.ui.review_view import ReviewView
+from safeguard_desktop.ui.server_monitor import ServerMonitor, ServerState, human_bytes
+from safeguard_desktop.ui.shortcuts import ShortcutsDialog, collect_shortcuts
+from safeguard_desktop.ui.theme import app_icon, repolish
+from safeguard_desktop.ui.wellness import RevealState
+
+log = logging.getLogger("safeguard.ui")
+QuitCallback = Callable[[], Awaitable[None] | None]
+MENU_ORDER = ("&File", "Revie&w", "&View", "&Help")  # Alt+R is "reveal", not a menu
+FILE_FILTER = "Content files (*.txt *.md *.json *.jsonl *.csv *.eml);;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    server_state_changed = Signal(object)
+    closed = Signal()
+
+    def __init__(self, ctx: AppContext, *, monitor_interval_ms: int = 5000) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.setWindowTitle("Safeguard Desktop")
+        self.setWindowIcon(app_icon())
+        self.reveal = RevealState(self)
+        self.on_quit: list[QuitCallback] = []
+        self._tasks = TaskKeeper()
+        self._closing = False
+        self._closed = False
+        self._menus: dict[str, QMenu] = {}
+        self._status: dict[str, QLabel] = {}
+        self._view_actions: list[QAction] = []
+        self.shortcuts_dialog: ShortcutsDialog | None = None
+
+        self.views = QTabWidget(self)
+        self.views.setObjectName("views")
+        self.views.setDocumentMode(True)
+        self.views.tabBar().setAutoHide(True)
+        self.setCentralWidget(self.views)
+        for title in MENU_ORDER:
+            self.menu(title)
+
+        self.review = ReviewView(ctx, self.reveal, self)
+        self.add_view("Review", self.review)
+        self._build_actions()
+        self._build_status_bar()
+
+        self.monitor = ServerMonitor(ctx, monitor_interval_ms, self)
+        self.monitor.state_changed.connect(self._server_state)
+        self.review.running_changed.connect(self._running_changed)
+        self.review.review_finished.connect(self._review_finished)
+        self.review.open_requested.connect(self.open_file_dialog)
+        self._hold = QTimer(self)
+        self._hold.setInterval(100)
+        self._hold.timeout.connect(self._check_hold)
+        self.resize(1360, 860)
+
+    # --- extension API ---------------------------------------------------------------
+
+    def menu(self, title: str) -> QMenu:
+        """The menu called `title` (created before Help when new)."""
+        key = title.replace("&", "")
+        if key not in self._menus:
+            menu = QMenu(title, self)
+            help_menu = self._menus.get("Help")
+            if help_menu is not None:
+                self.menuBar().insertMenu(help_menu.menuAction(), menu)
+            else:
+                self.menuBar().addMenu(menu)
+            self._menus[key] = menu
+        return self._menus[key]
+
+    def add_action(
+        self,
+        menu: str,
+        text: str,
+        slot: Callable[[], object],
+        shortcuts: Sequence[str | QKeySequence.StandardKey] = (),
+        *,
+        tip: str = "",
+    ) -> QAction:
+        action = QAction(text, self)
+        keys = [QKeySequence(k) for k in shortcuts]
+        if keys:
+            action.setShortcuts(keys)
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.triggered.connect(lambda _checked=False: slot())
+        self.menu(menu).addAction(action)
+        self.addAction(action)  # shortcuts work even while the menu bar is hidden
+        return action
+
+    def add_view(self, name: str, widget: QWidget, shortcut: str | None = None) -> QAction:
+        """Add a tab; Ctrl+N (N = its position) switches to it unless `shortcut` is given."""
+        index = self.views.addTab(widget, name)
+        keys = shortcut or (f"Ctrl+{index + 1}" if index < 9 else "")
+        action = self.add_action(
+            "&View", name, lambda: self.show_view(widget), [keys] if keys else []
+        )
+        self._view_actions.append(action)
+        return action
+
+    def show_view(self, widget: QWidget) -> None:
+        self.views.setCurrentWidget(widget)
+
+    def set_status(self, key: str, text: str, tooltip: str = "", level: str = "") -> None:
+        """A permanent status-bar field (created on first use); plain text only."""
+        label = self._status.get(key)
+        if label is None:
+            label = QLabel(self)
+            label.setObjectName(f"status_{key}")
+            label.setTextFormat(Qt.TextFormat.PlainText)
+            self.statusBar().addPermanentWidget(label)
+            self._status[key] = label
+        label.setText(text)
+        label.setToolTip(tooltip)
+        label.setProperty("level", level)
+        repolish(label)
+
+    def status_text(self, key: str) -> str:
+        label = self._status.get(key)
+        return label.text() if label is not None else ""
+
+    def show_message(self, text: str, timeout_ms: int = 8000) -> None:
+        self.statusBar().showMessage(text, timeout_ms)
+
+    # --- building --------------------------------------------------------------------
+
+    def _build_actions(self) -> None:
+        review = self.review
+        self.open_action = self.add_action(
+            "&File",
+            "&Open content…",
+            self.open_file_dialog,
+            [QKeySequence.StandardKey.Open],
+            tip="Import content from a file",
+        )
+        self.menu("&File").addSeparator()
+        self.quit_action = self.add_action(
+            "&File", "&Quit", self.request_quit, ["Ctrl+Q"], tip="Cancel any review and quit"
+        )
+        self.classify_action = self.add_action(
+            "Revie&w",
+            "&Classify",
+            review.classify,
+            ["Ctrl+Return", "Ctrl+Enter"],
+            tip="Classify the content against the policy",
+        )
+        self.cancel_action = self.add_action(
+            "Revie&w", "C&ancel review", review.cancel, ["Esc"], tip="Stop the running review"
+        )
+        self.cancel_action.setEnabled(False)
+        self.menu("Revie&w").addSeparator()
+        self.add_action("Revie&w", "Choose &policy", review.focus_policy_picker, ["Ctrl+L"])
+        self.effort_action = self.add_action(
+            "Revie&w", "Cycle reasoning &effort", self._cycle_effort, ["Ctrl+E"]
+        )
+        self.add_action("Revie&w", "Focus content &editor", review.focus_editor, ["Ctrl+K"])
+        self.reveal_action = self.add_action(
+            "Revie&w",
+            "&Reveal hidden content",
+            self._reveal_pressed,
+            ["Alt+R"],
+            tip="Tap to show or hide masked content; hold to peek",
+        )
+        self.reveal_action.setAutoRepeat(False)
+        self.add_action("&Help", "&Keyboard shortcuts", self.show_shortcuts, ["F1"])
+        self.add_action("&Help", "&About Safeguard Desktop", self._about)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        bar.setSizeGripEnabled(True)
+        self.set_status("server", f"○ Checking {self.ctx.endpoint.url}…", level="unknown")
+        self.set_status("model", "")
+        self.set_status("last_review", "No review yet")
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin health checks and put the cursor in the editor (needs a running loop)."""
+        self.monitor.start()
+        if self.ctx.warnings:
+            self.show_message("  ".join(self.ctx.warnings), 30000)
+        if self.ctx.history is None:
+            why = next((w for w in self.ctx.warnings if "not saved" in w), "")
+            tip = why or "Reviews of this session are not saved."
+            self.set_status("history", "History off", tip, "warning")
+        if self.isVisible():
+            self.activateWindow()  # without a window manager nobody else gives us the focus
+        self.review.focus_editor()
+        QTimer.singleShot(0, self.review.focus_editor)
+
+    def request_quit(self) -> None:
+        self.close()
+
+    async def shutdown(self) -> None:
+        """Cancel the review, run the on_quit hooks, stop checks, close the client."""
+        self.review.cancel()
+        await self.review.wait_finished()
+        for callback in list(self.on_quit):
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, 15)
+            except Exception:  # one failing hook must not keep the app from quitting
+                log.exception("quit hook failed")
+        self.monitor.stop()
+        await self.monitor.wait_idle()
+        await self._tasks.wait_all(timeout=2)
+        await self.ctx.client.aclose()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self._closed:
+            event.accept()
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a bare widget test): nothing async to stop
+            self._closed = True
+            event.accept()
+            return
+        event.ignore()
+        if not self._closing:
+            self._closing = True
+            if self.review.running:
+                self.show_message("Cancelling the running review before quitting…")
+            self._tasks.spawn(self._close_after_shutdown(), name="shutdown")
+
+    async def _close_after_shutdown(self) -> None:
+        try:
+            await self.shutdown()
+        finally:
+            self._closed = True
+            self.close()
+            self.closed.emit()
+
+    # --- reactions -------------------------------------------------------------------
+
+    def open_file_dialog(self) -> None:
+        dialog = QFileDialog(self, "Open content", str(Path.home()), FILE_FILTER)
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.fileSelected.connect(self.review.editor.load_file)
+        dialog.open()  # window-modal without a nested event loop
+        self._file_dialog = dialog
+
+    def show_shortcuts(self) -> None:
+        menus = [self._menus[k] for k in self._menus]
+        dialog = ShortcutsDialog(collect_shortcuts(menus), self)
+        dialog.show()
+        self.shortcuts_dialog = dialog
+
+    def _about(self) -> None:
+        from safeguard_desktop import __version__
+
+        self.show_message(
+            f"Safeguard Desktop {__version__} · reviews with gpt-oss-safeguard on your own "
+            "Ollama; nothing leaves this machine except requests to the configured host."
+        )
+
+    def _cycle_effort(self) -> None:
+        effort = self.review.cycle_effort()
+        self.show_message(f"Reasoning effort: {effort}", 3000)
+
+    def _reveal_pressed(self) -> None:
+        self.reveal.key_pressed()
+        if self.reveal.revealed:
+            self._hold.start()
+
+    def _check_hold(self) -> None:
+        alt = QGuiApplication.queryKeyboardModifiers() & Qt.KeyboardModifier.AltModifier
+        if not alt:
+            self._hold.stop()
+            self.reveal.key_released()
+
+    def _running_changed(self, running: bool) -> None:
+        self.cancel_action.setEnabled(running)
+        self.classify_action.setEnabled(not running)
+
+    def _review_finished(self, result: ReviewResult | None) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if result is None:
+            self.set_status("last_review", f"Last review {stamp}: cancelled")
+        else:
+            seconds = f" · {result.stats.wall_s:.1f} s" if result.stats else ""
+            label = result.verdict.label if result.verdict else result.status
+            self.set_status("last_review", f"Last review {stamp}: {label}{seconds}")
+        self.monitor.check_now()
+
+    def _server_state(self, state: ServerState) -> None:
+        if state.reachable:
+            version = f" {state.version}" if state.version else ""
+            self.set_status("server", f"● Ollama{version} · {state.url}", level="ok")
+        else:
+            self.set_status("server", f"● Not running at {state.url}", state.error or "", "error")
+        if state.loaded:
+            parts = [f"{m.name} · {human_bytes(m.size_vram)} VRAM" for m in state.loaded]
+            self.set_status("model", " | ".join(parts), "Models loaded on the server (/api/ps)")
+        else:
+            self.set_status("model", "No model loaded" if state.reachable else "")
+        if state.models is not None:
+            self.review.set_models(state.models)
+        self.server_state_changed.emit(state)

@@ -1,0 +1,369 @@
+"""The review workspace: content and policy on the left, verdict and reasoning on the right.
+
+Runs one review at a time through `services.review.Reviewer` on the qasync loop and links
+the panes: rule chips and rule ids open the policy at the rule, quotes jump between the
+reasoning and the content.
+
+Signals:
+    running_changed(bool): a review started or ended.
+    review_finished(object): the ReviewResult (or None when cancelled or crashed).
+    open_requested(): the editor's Open… button was pressed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from safeguard_desktop.core.content import Content, ContentError
+from safeguard_desktop.core.highlight import Span, highlight
+from safeguard_desktop.core.policy import Policy
+from safeguard_desktop.qt import (
+    QComboBox,
+    QFont,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    Qt,
+    QTimer,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
+from safeguard_desktop.ui.async_utils import TaskKeeper
+from safeguard_desktop.ui.content_editor import ContentEditor
+from safeguard_desktop.ui.context import AppContext
+from safeguard_desktop.ui.policy_panel import PolicyPanel
+from safeguard_desktop.ui.reasoning_view import ContentPane, ReasoningView
+from safeguard_desktop.ui.verdict_panel import VerdictPanel
+from safeguard_desktop.ui.wellness import MaskedArea, RevealState
+
+log = logging.getLogger("safeguard.ui.review")
+EFFORTS = ("low", "medium", "high")
+
+
+class ReviewView(QWidget):
+    running_changed = Signal(bool)
+    review_finished = Signal(object)
+    open_requested = Signal()
+
+    def __init__(self, ctx: AppContext, reveal: RevealState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.reveal = reveal
+        self._tasks = TaskKeeper()
+        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self._tokens = 0
+        self._policy_sha: str | None = None
+        self.last_result: ReviewResult | None = None
+        settings = ctx.settings
+
+        self.editor = ContentEditor(settings, reveal, self)
+        self.policy_panel = PolicyPanel(settings, self)
+        self.verdict = VerdictPanel(self)
+        self.reasoning = ReasoningView(reveal, self)
+        self.reasoning.setObjectName("reasoningView")
+        self.reasoning.set_mask_quotes(bool(settings["mask_quotes"]))
+        self.content_pane = ContentPane(self)
+        self.content_pane.setObjectName("contentPane")
+        self.content_mask = MaskedArea(self.content_pane, reveal, self)
+        self.content_mask.set_mask_enabled(bool(settings["mask_content"]))
+
+        self.model_picker = QComboBox(self)
+        self.model_picker.setObjectName("modelPicker")
+        self.model_picker.setEditable(True)
+        self.model_picker.setMinimumContentsLength(22)
+        self.model_picker.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.model_picker.addItem(str(settings["model"]))
+        self.model_picker.setToolTip("Model on the server (filled from its installed models)")
+        self.effort_picker = QComboBox(self)
+        self.effort_picker.setObjectName("effortPicker")
+        self.effort_picker.addItems(EFFORTS)
+        self.effort_picker.setToolTip(
+            "Reasoning effort: low is fastest, high thinks longest (Ctrl+E)"
+        )
+        self.classify_button = QPushButton("Classify", self)
+        self.classify_button.setObjectName("classifyButton")
+        self.classify_button.setToolTip("Classify the content against the policy (Ctrl+Enter)")
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("Stop the running review (Esc)")
+        self.cancel_button.setEnabled(False)
+        self._build_layout()
+        self._reading_fonts()
+
+        self.classify_button.clicked.connect(self.classify)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.editor.open_button.clicked.connect(self.open_requested)
+        self.policy_panel.policy_changed.connect(self._policy_changed)
+        self.verdict.rule_clicked.connect(self.show_rule)
+        self.reasoning.span_clicked.connect(self._reasoning_span_clicked)
+        self.content_pane.span_clicked.connect(self._content_span_clicked)
+        self._progress = QTimer(self)
+        self._progress.setInterval(250)
+        self._progress.timeout.connect(self._show_progress)
+        self._policy_changed(self.policy_panel.current_policy())
+
+    def _build_layout(self) -> None:
+        def label(text: str, buddy: QWidget) -> QLabel:
+            widget = QLabel(text, self)
+            widget.setBuddy(buddy)
+            return widget
+
+        run_bar = QHBoxLayout()
+        run_bar.setSpacing(8)
+        run_bar.addWidget(label("&Model", self.model_picker))
+        run_bar.addWidget(self.model_picker)
+        run_bar.addSpacing(8)
+        run_bar.addWidget(label("E&ffort", self.effort_picker))
+        run_bar.addWidget(self.effort_picker)
+        run_bar.addStretch(1)
+        run_bar.addWidget(self.cancel_button)
+        run_bar.addWidget(self.classify_button)
+
+        inputs = QSplitter(Qt.Orientation.Vertical, self)
+        inputs.addWidget(self.editor)
+        inputs.addWidget(self.policy_panel)
+        inputs.setStretchFactor(0, 1)
+        inputs.setStretchFactor(1, 1)
+        inputs.setChildrenCollapsible(False)
+
+        right = QWidget(self)  # the verdict always gets the height its content needs
+        right_col = QVBoxLayout(right)
+        right_col.setContentsMargins(0, 0, 0, 0)
+        right_col.setSpacing(8)
+        right_col.addWidget(self.verdict, 0)
+        right_col.addWidget(self._split_results(), 1)
+
+        main = QSplitter(Qt.Orientation.Horizontal, self)
+        main.addWidget(inputs)
+        main.addWidget(right)
+        main.setStretchFactor(0, 1)
+        main.setStretchFactor(1, 1)
+        main.setChildrenCollapsible(False)
+        self.splitter = main
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 10, 12, 8)
+        layout.setSpacing(8)
+        layout.addLayout(run_bar)
+        layout.addWidget(main, 1)
+
+    def _reading_fonts(self) -> None:
+        """Text people read for minutes gets a slightly larger font than the chrome."""
+        for pane in (
+            self.editor.editor,
+            self.reasoning,
+            self.content_pane,
+            self.policy_panel.viewer,
+        ):
+            font = QFont(pane.font())
+            font.setPointSizeF(font.pointSizeF() * 1.1)
+            pane.setFont(font)
+            pane.document().setDocumentMargin(6)
+
+    def _split_results(self) -> QWidget:
+        """Reasoning above the rendered content, so a quote click shows both at once."""
+        box = QSplitter(Qt.Orientation.Vertical, self)
+        reasoning_box = QWidget(box)
+        col = QVBoxLayout(reasoning_box)
+        col.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("Reasoning", reasoning_box)
+        title.setObjectName("paneTitle")
+        col.addWidget(title)
+        col.addWidget(self.reasoning, 1)
+        content_box = QWidget(box)
+        col2 = QVBoxLayout(content_box)
+        col2.setContentsMargins(0, 0, 0, 0)
+        title2 = QLabel("Content as the model saw it", content_box)
+        title2.setObjectName("paneTitle")
+        col2.addWidget(title2)
+        col2.addWidget(self.content_mask, 1)
+        box.addWidget(reasoning_box)
+        box.addWidget(content_box)
+        box.setStretchFactor(0, 3)
+        box.setStretchFactor(1, 2)
+        box.setChildrenCollapsible(False)
+        return box
+
+    # --- public actions --------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def focus_editor(self) -> None:
+        self.editor.editor.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def focus_policy_picker(self) -> None:
+        self.policy_panel.focus_picker()
+
+    def cycle_effort(self) -> str:
+        index = (self.effort_picker.currentIndex() + 1) % self.effort_picker.count()
+        self.effort_picker.setCurrentIndex(index)
+        return self.effort_picker.currentText()
+
+    def set_models(self, names: tuple[str, ...]) -> None:
+        """Fill the model picker from the server, keeping what the moderator typed."""
+        current = self.model_picker.currentText()
+        wanted = list(names) if names else [current]
+        if current and current not in wanted:
+            wanted.insert(0, current)
+        existing = [self.model_picker.itemText(i) for i in range(self.model_picker.count())]
+        if existing == wanted:
+            return
+        self.model_picker.blockSignals(True)
+        self.model_picker.clear()
+        self.model_picker.addItems(wanted)
+        self.model_picker.setCurrentText(current)
+        self.model_picker.blockSignals(False)
+
+    def show_rule(self, rule_id: str) -> None:
+        if not self.policy_panel.show_rule(rule_id):
+            self.editor.message.show_message(
+                f"Rule {rule_id} is not defined in the selected policy; check the policy text.",
+                "warning",
+            )
+
+    def options(self, policy: Policy) -> ReviewOptions:
+        s = self.ctx.settings
+        seed = int(s["seed"])
+        return ReviewOptions(
+            model=self.model_picker.currentText().strip() or str(s["model"]),
+            effort=self.effort_picker.currentText(),
+            num_ctx=int(s["num_ctx"]),
+            seed=None if seed < 0 else seed,
+            temperature=float(s["temperature"]),
+            keep_alive=str(s["keep_alive"]) or None,
+            moderator=str(s["moderator"]),
+            source="gui",
+        )
+
+    def classify(self) -> None:
+        """Start a review of the editor's content (ignored while one runs)."""
+        if self.running:
+            return
+        try:
+            content = self.editor.current_content()
+        except ContentError as exc:
+            self.editor.show_error(str(exc))
+            return
+        policy = self.policy_panel.current_policy()
+        if policy is None:
+            self.editor.show_error("No policy is selected; pick one in the Policy list (Ctrl+L).")
+            return
+        if self.editor.message.level == "error":
+            self.editor.message.dismiss()
+        options = self.options(policy)
+        self.reasoning.begin()
+        self.content_pane.show_content(content.render())
+        self.content_mask.set_has_content(True)
+        self.verdict.set_running(options.model, options.effort or "medium")
+        self._started = time.monotonic()
+        self._tokens = 0
+        self._task = self._tasks.spawn(self._run(policy, content, options), name="review")
+        self.cancel_button.setEnabled(True)
+        self.classify_button.setEnabled(False)
+        self._progress.start()
+        self.running_changed.emit(True)
+
+    def cancel(self) -> bool:
+        """Cancel the running review; True when one was running."""
+        if not self.running:
+            return False
+        assert self._task is not None
+        self._task.cancel()
+        return True
+
+    async def wait_finished(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=10)
+
+    # --- the review ------------------------------------------------------------------
+
+    async def _run(self, policy: Policy, content: Content, options: ReviewOptions) -> None:
+        reviewer = Reviewer(self.ctx.client, options, self.ctx.history)
+        result: ReviewResult | None = None
+        try:
+            result = await reviewer.review(policy, content, on_delta=self._on_delta)
+        except asyncio.CancelledError:
+            self.reasoning.finish()
+            self.verdict.set_cancelled(model=options.model, effort=options.effort or "")
+        except Exception as exc:  # e.g. the history file failed: show it, keep the window alive
+            log.exception("review crashed")
+            self.reasoning.finish()
+            self.verdict.set_failed(
+                f"The review stopped unexpectedly ({exc}). Details are in the log; try again.",
+                model=options.model,
+                effort=options.effort or "",
+            )
+        else:
+            self._show_result(result, policy)
+        finally:
+            self._progress.stop()
+            self._task = None
+            self.cancel_button.setEnabled(False)
+            self.classify_button.setEnabled(True)
+            self.last_result = result
+            self.running_changed.emit(False)
+            self.review_finished.emit(result)
+
+    def _on_delta(self, kind: str, text: str) -> None:
+        self._tokens += 1
+        if kind == "thinking":
+            self.reasoning.append(text)
+
+    def _show_progress(self) -> None:
+        self.verdict.set_progress(self._tokens, time.monotonic() - self._started)
+
+    def _show_result(self, result: ReviewResult, policy: Policy) -> None:
+        reasoning = self.reasoning.finish(result.reasoning)
+        rendered = result.content.render()
+        marks = highlight(reasoning, rendered, [r.id for r in policy.rules])
+        self.reasoning.apply_highlights(marks.reasoning, policy)
+        self.content_pane.apply_highlights(marks.content)
+        if result.error is not None or result.verdict is None:
+            message = str(result.error) if result.error else "The review failed; try again."
+            self.verdict.set_failed(message, model=result.model, effort=result.effort)
+        else:
+            self.verdict.set_verdict(
+                result.verdict,
+                model=result.model,
+                effort=result.effort,
+                mentioned=marks.rule_ids,
+                known=[r.id for r in policy.rules],
+            )
+        self.verdict.set_stats(result.stats, self._tokens)
+
+    # --- linking ---------------------------------------------------------------------
+
+    def _reasoning_span_clicked(self, span: Span) -> None:
+        if self.reasoning.is_masked(span):
+            self.reveal.reveal()
+            return
+        if span.kind == "rule":
+            self.show_rule(span.key)
+        elif span.kind == "quote":
+            found = self.content_pane.occurrences(span.group)
+            if found:
+                self.content_pane.select_range(found[0].start, found[0].end)
+
+    def _content_span_clicked(self, span: Span) -> None:
+        quote = self.reasoning.first_quote(span.group)
+        if quote is not None:
+            if self.reasoning.is_masked(quote):
+                self.reveal.reveal()
+            self.reasoning.select_range(quote.start, quote.end)
+
+    def _policy_changed(self, policy: Policy | None) -> None:
+        if policy is None or policy.sha256 == self._policy_sha:
+            return
+        first = self._policy_sha is None
+        self._policy_sha = policy.sha256
+        if first or policy.effort:
+            effort = policy.effort or str(self.ctx.settings["effort"])
+            self.effort_picker.setCurrentText(effort)
