@@ -1,0 +1,456 @@
+"""The local review history: every review, the policy text it used, and an append-only audit.
+
+One connection per History, shared by threads under a lock (the GUI calls it from a worker
+thread). A review row exists from the start (status running), so a crash loses nothing
+already streamed; the next open reports such a row as `interrupted`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+
+from . import db
+from .db import HistoryError, format_utc, translate_errors, utc_now, write_txn
+from .records import (
+    DECISION_ACTIONS,
+    FINAL_STATUSES,
+    SOURCES,
+    SUMMARY_COLUMNS,
+    Decision,
+    Filters,
+    Review,
+    ReviewSummary,
+    decision_from_row,
+    filter_sql,
+    fts_query,
+    review_columns,
+    review_from_row,
+    summary_from_row,
+    to_json,
+    verdict_columns,
+)
+
+__all__ = ["Decision", "Filters", "History", "HistoryError", "Review", "ReviewSummary"]
+
+log = logging.getLogger("safeguard_desktop.store")
+
+_ORDER = "ORDER BY r.created_at DESC, r.id DESC"
+
+
+def _process_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists (unknown pids count as alive)."""
+    if pid is None:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+class History:
+    """Reviews, policy versions and decisions in one private SQLite file."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        """Use `History.open()`."""
+        self._conn: sqlite3.Connection | None = conn
+        self._conn.row_factory = sqlite3.Row
+        self._path = path
+        self._lock = threading.Lock()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, stale_after: float = 30.0, busy_timeout: float = 5.0) -> History:
+        """Create or migrate the DB; mark reviews whose writer stopped beating as interrupted."""
+        path = Path(path)
+        history = cls(db.connect(path, busy_timeout=busy_timeout), path)
+        try:
+            history.recover(stale_after=stale_after)
+        except BaseException:
+            history.close()
+            raise
+        return history
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @staticmethod
+    def recover_corrupt(path: Path) -> Path:
+        """Move a damaged DB (+ -wal/-shm) aside to PATH.corrupt-<ts>; returns that path."""
+        return db.recover_corrupt(Path(path))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is None:
+                return
+            conn, self._conn = self._conn, None
+            try:
+                # Best effort: refresh planner statistics, but never wait on another writer.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA busy_timeout = 0")
+                    conn.execute("PRAGMA optimize")
+            finally:
+                with translate_errors(self._path):
+                    conn.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _op(self) -> Iterator[sqlite3.Connection]:
+        """Serialise every call and turn environment failures into HistoryError."""
+        with self._lock, translate_errors(self._path):
+            if self._conn is None:
+                raise RuntimeError("History is closed")
+            yield self._conn
+
+    def recover(self, *, stale_after: float = 30.0) -> int:
+        """Mark running reviews whose writer is gone as interrupted.
+
+        A writer on this machine whose process no longer exists is gone at once; any other
+        writer is gone when its heartbeat is older than `stale_after` seconds.
+        """
+        cutoff = format_utc(datetime.now(UTC) - timedelta(seconds=stale_after))
+        host = socket.gethostname()
+        with self._op() as conn:
+            rows = conn.execute(
+                "SELECT id, heartbeat_at, writer_pid, writer_host FROM reviews "
+                "WHERE status = 'running'"
+            ).fetchall()
+            gone = [
+                r["id"]
+                for r in rows
+                if r["heartbeat_at"] <= cutoff
+                or (r["writer_host"] == host and not _process_alive(r["writer_pid"]))
+            ]
+            if not gone:
+                return 0
+            with write_txn(conn):
+                conn.executemany(
+                    "UPDATE reviews SET status = 'interrupted', finished_at = heartbeat_at "
+                    "WHERE id = ? AND status = 'running'",
+                    [(i,) for i in gone],
+                )
+        log.warning("%d interrupted review(s) found in %s", len(gone), self._path)
+        return len(gone)
+
+    # --- reviews ----------------------------------------------------------------------
+
+    def start_review(
+        self,
+        *,
+        content: Mapping[str, object],
+        content_text: str,
+        content_kind: str,
+        policy_sha256: str,
+        policy_id: str,
+        policy_version: str | None,
+        policy_title: str,
+        policy_text: str,
+        model: str,
+        effort: str,
+        num_ctx: int,
+        seed: int | None,
+        temperature: float | None,
+        moderator: str,
+        source: str,
+        host: str = "",
+        model_digest: str | None = None,
+        ollama_version: str | None = None,
+    ) -> int:
+        """Write the review (status running) before the first token, and its policy text once."""
+        if source not in SOURCES:
+            raise ValueError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
+        content_json = json.dumps(dict(content), ensure_ascii=False)
+        now = utc_now()
+        with self._op() as conn, write_txn(conn):
+            conn.execute(
+                "INSERT OR IGNORE INTO policy_versions "
+                "(sha256, policy_id, title, version, text, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
+                (policy_sha256, policy_id, policy_title, policy_version, policy_text, now),
+            )
+            values = {
+                "created_at": now, "heartbeat_at": now, "status": "running",
+                "content_json": content_json, "content_text": content_text,
+                "content_kind": content_kind, "source": source, "policy_sha256": policy_sha256,
+                "policy_id": policy_id, "policy_version": policy_version, "model": model,
+                "model_digest": model_digest, "ollama_version": ollama_version, "host": host,
+                "effort": effort, "num_ctx": num_ctx, "seed": seed, "temperature": temperature,
+                "moderator": moderator, "writer_pid": os.getpid(),
+                "writer_host": socket.gethostname(),
+            }  # fmt: skip
+            cur = conn.execute(
+                f"INSERT INTO reviews ({', '.join(values)}) "
+                f"VALUES ({', '.join(':' + k for k in values)})",
+                values,
+            )
+            review_id = cur.lastrowid
+        assert review_id is not None
+        return review_id
+
+    def save_progress(self, review_id: int, *, reasoning: str, answer: str) -> None:
+        """Keep the partial stream and beat the heartbeat (about once a second).
+
+        A row wrongly marked interrupted by another window comes back to running.
+        """
+        with self._op() as conn, write_txn(conn):
+            conn.execute(
+                "UPDATE reviews SET reasoning = ?, answer = ?, heartbeat_at = ?, "
+                "status = 'running', finished_at = NULL, writer_pid = ?, writer_host = ? "
+                "WHERE id = ? AND status IN ('running', 'interrupted')",
+                (reasoning, answer, utc_now(), os.getpid(), socket.gethostname(), review_id),
+            )
+
+    def finish_review(
+        self,
+        review_id: int,
+        *,
+        status: str,
+        reasoning: str,
+        answer: str,
+        verdict: Mapping[str, object] | None,
+        stats: Mapping[str, object] | None,
+        error: str | None = None,
+        model_digest: str | None = None,
+        ollama_version: str | None = None,
+    ) -> None:
+        """Record the outcome; KeyError if unknown, ValueError if already finished."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"Unknown final status {status!r}: use {', '.join(FINAL_STATUSES)}.")
+        cols = verdict_columns(verdict)
+        now = utc_now()
+        with self._op() as conn, write_txn(conn):
+            row = conn.execute("SELECT status FROM reviews WHERE id = ?", (review_id,)).fetchone()
+            if row is None:
+                raise KeyError(review_id)
+            if row["status"] not in ("running", "interrupted"):
+                raise ValueError(f"Review {review_id} is already {row['status']}.")
+            conn.execute(
+                "UPDATE reviews SET status = ?, finished_at = ?, heartbeat_at = ?, reasoning = ?, "
+                "answer = ?, verdict_json = ?, verdict_label = ?, category = ?, rule_ids = ?, "
+                "confidence = ?, rationale = ?, stats_json = ?, error = ?, "
+                "model_digest = coalesce(?, model_digest), "
+                "ollama_version = coalesce(?, ollama_version) WHERE id = ?",
+                (
+                    status, now, now, reasoning, answer, to_json(verdict), cols.label,
+                    cols.category, cols.rule_ids, cols.confidence, cols.rationale, to_json(stats),
+                    error, model_digest, ollama_version, review_id,
+                ),
+            )  # fmt: skip
+
+    def get(self, review_id: int) -> Review | None:
+        with self._op() as conn:
+            row = conn.execute(
+                f"SELECT {review_columns()} FROM reviews r "
+                "LEFT JOIN policy_versions p ON p.sha256 = r.policy_sha256 WHERE r.id = ?",
+                (review_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            decisions = conn.execute(
+                "SELECT * FROM decisions WHERE review_id = ? ORDER BY id", (review_id,)
+            ).fetchall()
+        return review_from_row(row, tuple(decision_from_row(d) for d in decisions))
+
+    def policy_text(self, sha256: str) -> str | None:
+        """The exact policy text a review ran with."""
+        with self._op() as conn:
+            row = conn.execute(
+                "SELECT text FROM policy_versions WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+        return None if row is None else str(row["text"])
+
+    # --- browsing ---------------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        filters: Filters | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        before: tuple[str, int] | None = None,
+    ) -> list[ReviewSummary]:
+        """Newest first. For deep paging pass `before=(created_at, id)` of the last row seen
+        (keyset) instead of a large offset."""
+        where, params = filter_sql(filters)
+        if before is not None:
+            where += " AND (r.created_at, r.id) < (?, ?)"
+            params += [before[0], before[1]]
+        with self._op() as conn:
+            rows = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM reviews r WHERE 1 {where} {_ORDER} "
+                "LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+        return [summary_from_row(r) for r in rows]
+
+    def count(self, filters: Filters | None = None, *, cap: int | None = None) -> int:
+        """Exact count, or at most `cap` (for a "10,000+" label). Without filters it is one
+        row kept by triggers; with filters it reads the covering index range, never rows."""
+        where, params = filter_sql(filters)
+        with self._op() as conn:
+            if not where:
+                total = int(conn.execute("SELECT total FROM review_stats").fetchone()[0])
+                return total if cap is None else min(total, cap)
+            sql = f"SELECT 1 FROM reviews r WHERE 1 {where}"
+            if cap is not None:
+                sql += " LIMIT ?"
+                params.append(cap)
+            return int(conn.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0])
+
+    def search(
+        self, query: str, *, filters: Filters | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[ReviewSummary]:
+        """Full-text search over content, reasoning, rationale and notes: every word must
+        occur (the last one as a prefix); best bm25 first, then newest (highest id).
+        Any input is safe: the words are quoted, never parsed as FTS syntax."""
+        match = fts_query(query)
+        if match is None:
+            return []
+        where, params = filter_sql(filters)
+        # Rank inside the index (filters read from the narrow reviews_by_id index), then read
+        # only the rows shown: joining every match to its wide row costs 5-10x more at 1M.
+        join = "JOIN reviews r INDEXED BY reviews_by_id ON r.id = f.rowid" if where else ""
+        with self._op() as conn:
+            ids = [
+                int(r[0])
+                for r in conn.execute(
+                    f"SELECT f.rowid FROM reviews_fts f {join} WHERE reviews_fts MATCH ? {where} "
+                    "ORDER BY bm25(reviews_fts), f.rowid DESC LIMIT ? OFFSET ?",
+                    (match, *params, limit, offset),
+                )
+            ]
+            rows = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM reviews r WHERE r.id IN "
+                f"({', '.join('?' * len(ids))})",
+                ids,
+            ).fetchall()
+        by_id = {summary.id: summary for summary in map(summary_from_row, rows)}
+        return [by_id[i] for i in ids if i in by_id]
+
+    # --- decisions and audit ----------------------------------------------------------
+
+    def add_decision(
+        self,
+        review_id: int,
+        *,
+        action: str,
+        moderator: str,
+        label: str | None = None,
+        note: str | None = None,
+    ) -> int:
+        """Append a moderator decision; an override needs the new label and a reason."""
+        if action not in DECISION_ACTIONS:
+            raise ValueError(
+                f"Unknown action {action!r}: use one of {', '.join(DECISION_ACTIONS)}."
+            )
+        note = (note or "").strip() or None
+        if action == "override" and not (label and label.strip()):
+            raise ValueError("An override needs the label you chose.")
+        if action == "override" and not note:
+            raise ValueError("An override needs a reason: write it in the note.")
+        if action == "note" and not note:
+            raise ValueError("The note is empty: write something or cancel.")
+        with self._op() as conn, write_txn(conn):
+            if conn.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is None:
+                raise KeyError(review_id)
+            cur = conn.execute(
+                "INSERT INTO decisions (review_id, action, label, note, moderator, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (review_id, action, label, note, moderator, utc_now()),
+            )
+            conn.execute(
+                "UPDATE reviews SET "
+                "escalated = CASE WHEN ? = 'escalate' THEN 1 ELSE escalated END, "
+                "last_decision = CASE WHEN ? = 'note' THEN last_decision ELSE ? END, "
+                "notes = CASE WHEN ? IS NULL THEN notes "
+                "  WHEN notes = '' THEN ? ELSE notes || char(10) || ? END "
+                "WHERE id = ?",
+                (action, action, action, note, note, note, review_id),
+            )
+            decision_id = cur.lastrowid
+        assert decision_id is not None
+        return decision_id
+
+    def delete_review(self, review_id: int, *, moderator: str, reason: str = "") -> None:
+        """Remove a review and its search entry; its audit rows stay, plus a 'delete' row."""
+        with self._op() as conn:
+            with write_txn(conn):
+                cur = conn.execute("DELETE FROM reviews WHERE id = ?", (review_id,))
+                if cur.rowcount == 0:
+                    raise KeyError(review_id)
+                self._audit(conn, review_id, "delete", reason.strip() or None, moderator)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def purge(self, *, older_than_days: int, moderator: str) -> int:
+        """Delete finished reviews older than N days; one 'purge' audit row with the count."""
+        if older_than_days < 0:
+            raise ValueError("older_than_days must be 0 or more.")
+        cutoff = format_utc(datetime.now(UTC) - timedelta(days=older_than_days))
+        with self._op() as conn:
+            with write_txn(conn):
+                cur = conn.execute(
+                    "DELETE FROM reviews WHERE created_at < ? AND status != 'running'", (cutoff,)
+                )
+                count = cur.rowcount
+                note = f"{count} reviews created before {cutoff} deleted"
+                self._audit(conn, None, "purge", note, moderator)
+            # Deleted text must not linger in the WAL file (secure_delete covers the DB file).
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count
+
+    @staticmethod
+    def _audit(
+        conn: sqlite3.Connection, review_id: int | None, action: str, note: str | None, who: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO decisions (review_id, action, label, note, moderator, at) "
+            "VALUES (?, ?, NULL, ?, ?, ?)",
+            (review_id, action, note, who, utc_now()),
+        )
+
+    def audit(self, *, limit: int = 100, offset: int = 0) -> builtins.list[Decision]:
+        """The audit trail, newest first (decisions, deletions, purges)."""
+        with self._op() as conn:
+            rows = conn.execute(
+                "SELECT * FROM decisions ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+        return [decision_from_row(r) for r in rows]
+
+    # --- backup -----------------------------------------------------------------------
+
+    def backup(self, dest: Path) -> None:
+        """Consistent copy of the live history into one file (dest.tmp, then renamed)."""
+        with self._op() as conn:
+            db.backup_to(conn, Path(dest))
+
+    @staticmethod
+    def restore(src: Path, path: Path) -> None:
+        """Replace the history at `path` by backup `src` after checking it; the current file
+        is kept as PATH.before-restore-<ts>. Close every History on `path` first."""
+        db.restore(Path(src), Path(path))
