@@ -12,11 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from safeguard_desktop import __version__, paths
-from safeguard_desktop.cli import classify_cmd, policies_cmd
-from safeguard_desktop.cli.common import CliError, setup_logging
+from safeguard_desktop.cli import (
+    classify_cmd,
+    history_cmd,
+    models_cmd,
+    policies_cmd,
+    server_cmd,
+)
+from safeguard_desktop.cli.common import CliError, add_host_argument, setup_logging
 
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-COMMANDS = [classify_cmd, policies_cmd]
+COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd]
 
 log = logging.getLogger("safeguard.cli")
 
@@ -30,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--data-dir", help="keep settings, history and logs in this folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    add_host_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
