@@ -15,6 +15,7 @@ import pytest
 
 from safeguard_desktop import paths
 from safeguard_desktop.cli import main
+from safeguard_desktop.services.escalation import render_html
 from tests.fake_ollama import FakeOllama, Scenario
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,13 +82,17 @@ def test_export_is_safe_markdown(fake, capsys, tmp_path) -> None:
     hostile = "# Forged heading\n[x](javascript:alert(1)) <script>x</script>\n```\nidiot"
     rid = classify(capsys, data, fake, hostile)
     out_file = tmp_path / "note.md"
-    code, out, _ = cli(capsys, data, "export", str(rid), "--out", str(out_file))
+    code, _, _ = cli(capsys, data, "export", str(rid), "--out", str(out_file))
     assert code == 0 and out_file.exists()
     note = out_file.read_text(encoding="utf-8")
-    assert "\n# Forged heading" in note  # inside a fence, as text
+    html = render_html(note)
+    assert "Forged heading</h1>" not in html and "# Forged heading" in html  # text, not a heading
+    assert "<script" not in html and 'href="javascript' not in html
     fence_line = next(line for line in note.splitlines() if line.startswith("````"))
-    assert len(fence_line.rstrip("text")) >= 4  # longer than the ``` inside the content
+    assert len(fence_line.removesuffix("text")) >= 4  # longer than the ``` in the content
     assert "`harassment`" in note and "sha256" in note
+    code, out, _ = cli(capsys, data, "export", str(rid), "--redact")
+    assert code == 0 and out.startswith("# Escalation note")
 
 
 def test_purge_backup_restore(fake, capsys, tmp_path) -> None:
@@ -133,11 +138,12 @@ def test_killed_classify_keeps_partial_review(tmp_path, capsys) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
-    code, out, _ = cli(capsys, data, "history", "list", "--json")
+    _, out, _ = cli(capsys, data, "history", "list", "--json")
     rows = json.loads(out)
     assert len(rows) == 1 and rows[0]["status"] == "interrupted"
     code, out, _ = cli(capsys, data, "history", "show", str(rows[0]["id"]), "--json")
     shown = json.loads(out)
+    assert code == 0 and shown["status"] == "interrupted"
     assert shown["content"] == "you idiot" and shown["reasoning"].startswith("step step")
 
 
