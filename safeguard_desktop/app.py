@@ -66,7 +66,9 @@ def run_gui(args: argparse.Namespace) -> int:
         return 1
     from safeguard_desktop.qt import QApplication, qasync
     from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
+    from safeguard_desktop.ui.history_integration import install as install_history
     from safeguard_desktop.ui.main_window import MainWindow
+    from safeguard_desktop.ui.server_integration import install as install_server
     from safeguard_desktop.ui.theme import app_icon, apply_theme
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -80,6 +82,8 @@ def run_gui(args: argparse.Namespace) -> int:
 
     ctx = build_context(host=getattr(args, "host", None))
     window = MainWindow(ctx)
+    install_history(window, ctx)
+    server = install_server(window, ctx)  # noqa: F841 (kept alive with the window)
     collector = MainThreadGC(parent=app)
     collector.start()
 
