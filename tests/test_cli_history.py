@@ -40,8 +40,18 @@ def cli(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int
 
 
 def classify(capsys, data: Path, fake: FakeOllama, text: str) -> int:
-    code, out, err = cli(capsys, data, "classify", "--policy", "harassment", "--text", text,
-                         "--host", fake.url, "--json")
+    code, out, err = cli(
+        capsys,
+        data,
+        "classify",
+        "--policy",
+        "harassment",
+        "--text",
+        text,
+        "--host",
+        fake.url,
+        "--json",
+    )
     assert code == 0, err
     return int(json.loads(out)["review_id"])
 
@@ -60,8 +70,17 @@ def test_find_decide_show(fake, capsys, tmp_path) -> None:
 
     code, _, err = cli(capsys, data, "history", "decide", str(second), "--override", "safe")
     assert code == 2 and "reason" in err
-    code, _, _ = cli(capsys, data, "history", "decide", str(second), "--override", "safe",
-                     "--note", "quoting a film line")
+    code, _, _ = cli(
+        capsys,
+        data,
+        "history",
+        "decide",
+        str(second),
+        "--override",
+        "safe",
+        "--note",
+        "quoting a film line",
+    )
     assert code == 0
     cli(capsys, data, "history", "decide", str(second), "--escalate", "--note", "second look")
     code, out, _ = cli(capsys, data, "history", "show", str(second), "--json")

@@ -72,6 +72,7 @@ def policy_folders(settings: Settings) -> list[Any]:
 
 def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
     kind = args.kind
+    items: list[Content]
     try:
         if args.text is not None:
             items = parse_bytes(args.text.encode("utf-8"), "text.txt", kind=kind or "message")
@@ -92,7 +93,7 @@ def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
             raise CliError(
                 f"--item {args.item} is out of range: the input holds {len(items)} items."
             )
-        return items[args.item - 1]
+        return items[int(args.item) - 1]
     if len(items) > 1:
         raise CliError(f"The input holds {len(items)} items; choose one with --item N.")
     return items[0]

@@ -55,12 +55,12 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    width = max((len(r["id"]) for r in rows), default=2)
-    for r in rows:
-        where = "built-in" if r["builtin"] else r["source"]
+    width = max((len(p.id) for p in policies), default=2)
+    for p, r in zip(policies, rows, strict=True):
+        where = "built-in" if p.builtin else str(p.source)
         print(
-            f"{r['id']:<{width}}  {r['version'] or '-':<5}  {r['lint']:<9}  "
-            f"{safe_terminal(r['title'])}  ({where})"
+            f"{safe_terminal(p.id):<{width}}  {p.version or '-':<5}  {r['lint']:<9}  "
+            f"{safe_terminal(p.title)}  ({safe_terminal(where)})"
         )
     return 0
 
