@@ -28,9 +28,8 @@ class SecretStoreUnavailable(RuntimeError):
 
 def _usable(backend: KeyringBackend) -> bool:
     name = f"{type(backend).__module__}.{type(backend).__name__}"
-    return not (
-        name.startswith("keyring.backends.fail") or name.startswith("keyring.backends.null")
-    )
+    # keyrings.alt backends write files (some in plain text): not a keyring for our token.
+    return not name.startswith(("keyring.backends.fail", "keyring.backends.null", "keyrings.alt"))
 
 
 def backend_name() -> str:

@@ -296,3 +296,58 @@ def test_no_history_opt_out(fake, capsys, tmp_path) -> None:
         "--no-history",
     )
     assert code == 0 and "review_id" not in json.loads(out)
+
+
+def test_global_host_option_reaches_the_subcommand(fake, capsys, tmp_path) -> None:
+    code = main(
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--host",
+            fake.url,
+            "classify",
+            "--policy",
+            "harassment",
+            "--text",
+            "hi",
+            "--json",
+        ]
+    )
+    assert code == 0 and json.loads(capsys.readouterr().out)["verdict"]["label"] == "safe"
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_input_is_refused_not_read_forever(fake, capsys, tmp_path) -> None:
+    code, _, err = run(
+        capsys, tmp_path, "--policy", "harassment", "--file", "/dev/zero", "--host", fake.url
+    )
+    assert code == 2 and "not a regular file" in err
+    code, _, err = run(
+        capsys, tmp_path, "--policy", "/dev/zero", "--text", "hi", "--host", fake.url
+    )
+    assert code == 2 and "not a regular file" in err
+
+
+def test_bad_option_values_are_usage_errors(fake, capsys, tmp_path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(capsys, tmp_path, "--policy", "harassment", "--text", "hi", "--num-ctx", "5")
+    assert exit_info.value.code == 2
+    assert "2048" in capsys.readouterr().err
+
+
+def test_server_text_cannot_drive_the_terminal(capsys, tmp_path) -> None:
+    with FakeOllama(version="\x1b]0;pwned\x070.12.10") as evil:
+        evil.script(Scenario(status=500, error_message="boom \x1b[2J\x9b31m"))
+        code, out, err = run(
+            capsys, tmp_path, "--policy", "harassment", "--text", "hi", "--host", evil.url
+        )
+    assert code == 1 and "\\x1b[2J" in err
+    assert not any(ch in out + err for ch in "\x1b\x07\x9b")
+
+
+def test_unusable_data_folder_is_one_line(capsys, tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    code = main(["--data-dir", str(blocker / "sub"), "policies", "list"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--data-dir" in err and "Traceback" not in err

@@ -175,3 +175,9 @@ def _partial_saved(db: Path) -> bool:
             return bool(row and row[0])
     except sqlite3.Error:
         return False
+
+
+def test_bad_date_filter_is_a_usage_error(capsys, tmp_path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(capsys, tmp_path / "d", "history", "list", "--since", "garbage")
+    assert exit_info.value.code == 2 and "2026-11-28" in capsys.readouterr().err

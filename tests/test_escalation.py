@@ -68,8 +68,9 @@ def make_review(tmp_path: Path, content: str = HOSTILE) -> tuple[History, int]:
         model_digest="sha256:" + "cd" * 32,
         ollama_version="0.12.10",
     )
-    history.add_decision(rid, action="override", moderator="alice", label="safe",
-                         note="Satire ``` # not a heading")
+    history.add_decision(
+        rid, action="override", moderator="alice", label="safe", note="Satire ``` # not a heading"
+    )
     history.add_decision(rid, action="escalate", moderator="bob", note="Send to legal")
     return history, rid
 
@@ -133,3 +134,13 @@ def test_many_reviews_in_one_note(tmp_path: Path) -> None:
     assert note.startswith("# Escalation notes (2 reviews)") and note.count("## Review #") == 2
     history.close()
     history2.close()
+
+
+def test_terminal_escapes_in_content_are_shown_not_sent(tmp_path: Path) -> None:
+    history, rid = make_review(tmp_path, content="hi \x1b]0;pwned\x07 \x1b[2J \x9b31m you idiot")
+    review = history.get(rid)
+    assert review is not None
+    note = escalation_note([review])
+    assert not any(ch in note for ch in "\x1b\x07\x9b")
+    assert "\\x1b]0;pwned\\x07" in note
+    history.close()

@@ -233,6 +233,22 @@ def test_override_needs_a_reason_and_then_is_listed(qtbot, history, make_view):
     assert cell(view, 0, COL_DECISION) == "⚑ escalate"
 
 
+def test_a_typed_note_survives_looking_at_another_review(qtbot, history, make_view):
+    add_review(history, "first item about a parrot")
+    add_review(history, "second item about a llama")
+    view = make_view(history)
+    open_row(qtbot, view, 0)
+    first = view.detail.review.id  # type: ignore[union-attr]
+    bar = view.detail.decision_bar
+    qtbot.keyClicks(bar.note, "half-written reason")
+    bar.label_picker.setCurrentIndex(bar.label_picker.findText("safe"))
+    open_row(qtbot, view, 1)
+    assert view.detail.review.id != first  # type: ignore[union-attr]
+    assert bar.note.text() == "" and bar.label() is None  # nothing typed belongs to this one
+    open_row(qtbot, view, 0)
+    assert bar.note.text() == "half-written reason" and bar.label() == "safe"
+
+
 def test_export_preview_of_hostile_content_loads_nothing(
     qtbot, history, make_view, fake_ollama, tmp_path
 ):

@@ -13,7 +13,7 @@ from safeguard_desktop.store.history import History
 from safeguard_desktop.ui.main_window import MainWindow
 from tests.fake_ollama import FakeOllama, Scenario, tokenize
 from tests.gui_fixtures import *  # noqa: F403
-from tests.gui_fixtures import save_screenshot
+from tests.gui_fixtures import run_async, save_screenshot
 
 POLICY = """---
 id: test-spam
@@ -219,13 +219,13 @@ def test_open_file_errors_stay_in_the_window_and_keep_the_text(qtbot, window, tm
     qtbot.keyClicks(editor.editor, "my notes")
     binary = tmp_path / "photo.txt"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
-    assert not editor.load_file(binary)
+    assert not run_async(qtbot, editor.import_path(binary))
     assert editor.message.level == "error" and "photo.txt" in editor.message.text()
     assert editor.text() == "my notes"
     assert QApplication.activeModalWidget() is None
     items = tmp_path / "queue.jsonl"
     items.write_text('{"text": "first item"}\n{"text": "second"}\n{"text": "third"}\n')
-    assert editor.load_file(items)
+    assert run_async(qtbot, editor.import_path(items))
     assert editor.text() == "first item"
     assert "3 items" in editor.message.text() and editor.message.level == "info"
     editor.editor.setFocus()
@@ -299,7 +299,7 @@ def test_masked_content_and_quotes_until_revealed(
     assert win.review.policy_panel.select("test-spam")
     source = tmp_path / "reported.txt"
     source.write_text(SPAM, encoding="utf-8")
-    assert win.review.editor.load_file(source)
+    assert run_async(qtbot, win.review.editor.import_path(source))
     assert win.review.editor.masked.masked and win.review.editor.masked.cover.isVisible()
     qtbot.keyClick(win.review.editor.editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     wait_badge(qtbot, win, "VIOLATION")
@@ -351,8 +351,8 @@ def test_dropping_a_file_imports_it(qtbot, window, tmp_path):
     mime.setUrls([QUrl.fromLocalFile(str(source))])
     editor = window.review.editor.editor
     assert editor.canInsertFromMimeData(mime)
-    editor.insertFromMimeData(mime)
-    assert window.review.editor.text() == "Reported message: buy now"
+    editor.insertFromMimeData(mime)  # imported off the GUI thread
+    qtbot.waitUntil(lambda: window.review.editor.text() == "Reported message: buy now")
 
 
 def test_dark_palette_follows_the_scheme(

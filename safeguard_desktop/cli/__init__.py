@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from safeguard_desktop import __version__, paths
 from safeguard_desktop.cli import (
@@ -20,6 +21,7 @@ from safeguard_desktop.cli import (
     server_cmd,
 )
 from safeguard_desktop.cli.common import CliError, add_host_argument, setup_logging
+from safeguard_desktop.cli.terminal import SafeStream
 
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd]
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--data-dir", help="keep settings, history and logs in this folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    add_host_argument(parser)
+    add_host_argument(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
@@ -47,11 +49,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.data_dir:
         paths.set_data_dir(args.data_dir)
+    try:
+        data = paths.data_dir()
+    except OSError as exc:
+        print(
+            f"safeguard-desktop: the data folder cannot be used ({exc.strerror}: "
+            f"{exc.filename}). Pass a writable folder with --data-dir.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     setup_logging(verbose=args.verbose)
     if not args.command:
         from safeguard_desktop.app import run_gui
 
         return run_gui(args)
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(out), SafeStream(err)
+    try:
+        return _run(args, data)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _run(args: argparse.Namespace, data: Path) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
@@ -65,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # last resort: never a traceback on the terminal
         log.exception("unexpected error")
         print(
-            f"safeguard-desktop: unexpected error: {exc}. Details are in "
-            f"{paths.logs_dir() / 'safeguard.log'}; please report it.",
+            f"safeguard-desktop: unexpected error: {str(exc).rstrip('.')}. Details are in "
+            f"{data / 'logs' / 'safeguard.log'}; please report it.",
             file=sys.stderr,
         )
         return EXIT_ENGINE

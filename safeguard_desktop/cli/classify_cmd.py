@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 from typing import Any
 
@@ -17,21 +16,16 @@ from safeguard_desktop.cli.common import (
     load_settings,
     print_json,
 )
+from safeguard_desktop.cli.terminal import safe_terminal, styled
 from safeguard_desktop.core.content import KINDS, Content, ContentError, import_file, parse_bytes
 from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
-from safeguard_desktop.core.prompt import EFFORTS
+from safeguard_desktop.core.prompt import EFFORTS, MIN_NUM_CTX, RequestError
 from safeguard_desktop.engine.client import OllamaClient
 from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.history import History, HistoryError
 
 EXIT_OK, EXIT_UNPARSED = 0, 3
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
-
-
-def safe_terminal(text: str) -> str:
-    """Untrusted text must not drive the terminal (ANSI escapes, bells, cursor moves)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,11 +50,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="reasoning effort (default: the policy's, else the setting)",
     )
     p.add_argument("--model", help="model name (default: the setting, gpt-oss-safeguard:20b)")
-    p.add_argument("--num-ctx", type=int, help="context window in tokens")
+    p.add_argument("--num-ctx", type=context_size, help="context window in tokens (>= 2048)")
     add_host_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-history", action="store_true", help="do not save this review")
     p.set_defaults(func=run)
+
+
+def context_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of tokens") from None
+    if not MIN_NUM_CTX <= value <= 1_048_576:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_NUM_CTX} and 1048576 tokens")
+    return value
 
 
 def policy_folders(settings: Settings) -> list[Any]:
@@ -80,7 +84,10 @@ def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
             items = import_file(args.file, kind=kind, max_bytes=max_bytes)
         elif not sys.stdin.isatty():
             items = parse_bytes(
-                sys.stdin.buffer.read(), "stdin.txt", kind=kind or "message", max_bytes=max_bytes
+                sys.stdin.buffer.read(max_bytes + 1),
+                "stdin.txt",
+                kind=kind or "message",
+                max_bytes=max_bytes,
             )
         else:
             raise CliError("Give the content with --text, --file, or on standard input.")
@@ -126,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"safeguard-desktop: warning: {exc} This review is not saved.", file=sys.stderr)
     try:
         result = asyncio.run(_classify(endpoint, options, history, policy, content, args.json))
+    except RequestError as exc:
+        raise CliError(str(exc)) from None
     finally:
         if history is not None:
             history.close()
@@ -147,7 +156,7 @@ async def _classify(
 
     def on_delta(kind: str, text: str) -> None:
         if kind == "thinking":
-            sys.stdout.write("\x1b[2m" + safe_terminal(text) + "\x1b[0m")
+            styled("2", text)
             sys.stdout.flush()
 
     try:

@@ -28,6 +28,8 @@ class CliError(Exception):
 def setup_logging(*, verbose: bool) -> None:
     root = logging.getLogger("safeguard")
     root.setLevel(logging.DEBUG)
+    root.propagate = False
+    root.addHandler(logging.NullHandler())
     try:
         handler: logging.Handler = logging.handlers.RotatingFileHandler(
             paths.logs_dir() / "safeguard.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
@@ -43,9 +45,11 @@ def setup_logging(*, verbose: bool) -> None:
         root.addHandler(err)
 
 
-def add_host_argument(parser: argparse.ArgumentParser) -> None:
+def add_host_argument(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """`--host` before or after the subcommand; a subcommand's copy never resets the other."""
     parser.add_argument(
         "--host",
+        default=None if top else argparse.SUPPRESS,
         help="Ollama address (default: OLLAMA_HOST, else the host setting, "
         "else http://127.0.0.1:11434)",
     )
@@ -73,6 +77,7 @@ def endpoint_for(args: argparse.Namespace, settings: Settings) -> Endpoint:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    # ASCII escapes keep every control character (C0 and C1) out of the raw output.
+    json.dump(data, sys.stdout, ensure_ascii=True, indent=2)
     sys.stdout.write("\n")
     sys.stdout.flush()

@@ -6,18 +6,27 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from safeguard_desktop import paths
-from safeguard_desktop.cli.classify_cmd import safe_terminal
 from safeguard_desktop.cli.common import CliError, load_settings, print_json
+from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.services.escalation import NoteOptions, escalation_note
 from safeguard_desktop.store.history import History, HistoryError
 from safeguard_desktop.store.records import Filters, Review, ReviewSummary
 
 EXIT_ENGINE = 1
 VERDICT_KEYS = ("label", "violation", "category", "rule_ids", "confidence", "rationale")
+
+
+def iso_date(text: str) -> str:
+    try:
+        date.fromisoformat(text[:10])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-28") from None
+    return text
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         )
         q.add_argument("--decision", choices=("agree", "override", "escalate", "note", "none"))
         q.add_argument("--escalated", action="store_true", help="only escalated reviews")
-        q.add_argument("--since", help="from this date (YYYY-MM-DD)")
-        q.add_argument("--until", help="up to this date (YYYY-MM-DD, inclusive)")
+        q.add_argument("--since", type=iso_date, help="from this date (YYYY-MM-DD)")
+        q.add_argument("--until", type=iso_date, help="up to this date (YYYY-MM-DD, inclusive)")
         q.add_argument("--limit", type=int, default=50)
         q.add_argument("--json", action="store_true")
 

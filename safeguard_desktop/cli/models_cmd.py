@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from safeguard_desktop.cli.classify_cmd import safe_terminal
 from safeguard_desktop.cli.common import (
     EXIT_ENGINE,
     EXIT_USAGE,
@@ -20,6 +19,7 @@ from safeguard_desktop.cli.common import (
     print_json,
 )
 from safeguard_desktop.cli.progress import ProgressPrinter, human_bytes
+from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.engine.endpoint import Endpoint
 from safeguard_desktop.engine.errors import EngineError
 from safeguard_desktop.engine.server_errors import BundleError, ModelImportFailed

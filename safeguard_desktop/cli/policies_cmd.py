@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from safeguard_desktop.cli.classify_cmd import policy_folders, safe_terminal
+from safeguard_desktop.cli.classify_cmd import policy_folders
 from safeguard_desktop.cli.common import CliError, load_settings, print_json
+from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.core.policy import (
     Policy,
     PolicyError,

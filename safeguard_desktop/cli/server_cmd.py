@@ -10,7 +10,6 @@ import os
 import sys
 
 from safeguard_desktop import secrets
-from safeguard_desktop.cli.classify_cmd import safe_terminal
 from safeguard_desktop.cli.common import (
     EXIT_ENGINE,
     EXIT_USAGE,
@@ -20,6 +19,7 @@ from safeguard_desktop.cli.common import (
     load_settings,
     print_json,
 )
+from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.engine.endpoint import HostError, resolve_host
 from safeguard_desktop.engine.errors import EngineError
 from safeguard_desktop.engine.server_errors import NotLocalHost
@@ -171,7 +171,9 @@ async def _follow(service: ServerService) -> None:
 def _token(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
-        url = resolve_host(args.host, os.environ.get("OLLAMA_HOST"), settings["host"])
+        url = resolve_host(
+            getattr(args, "host", None), os.environ.get("OLLAMA_HOST"), settings["host"]
+        )
     except HostError as exc:
         raise CliError(str(exc)) from None
     if args.token_action == "clear":

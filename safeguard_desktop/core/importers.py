@@ -71,8 +71,15 @@ def import_file(
         st = p.stat()
         if stat.S_ISDIR(st.st_mode):
             raise ContentError(f"{p} is a folder; choose a file inside it.")
+        if not stat.S_ISREG(st.st_mode):
+            raise ContentError(
+                f"{p} is not a regular file (a device, pipe or socket); save the content to "
+                "a file and open that."
+            )
         _check_size(st.st_size, p.name, max_bytes)
-        data = p.read_bytes()
+        with p.open("rb") as fh:  # the size may change between stat and read
+            data = fh.read(max_bytes + 1)
+        _check_size(len(data), p.name, max_bytes)
     except FileNotFoundError:
         raise ContentError(
             f"File not found: {p}; check the path and choose the file again."

@@ -346,6 +346,11 @@ def load_policy(path: Path | str) -> Policy:
         raise PolicyError(
             f"'{path}' is a folder, not a policy file; pass a .md or .txt file.", path=path
         )
+    if not path.is_file():
+        raise PolicyError(
+            f"'{path}' is not a regular file (a device, pipe or socket); pass a .md or .txt file.",
+            path=path,
+        )
     try:
         size = path.stat().st_size
         if size > MAX_POLICY_BYTES:
@@ -354,7 +359,14 @@ def load_policy(path: Path | str) -> Policy:
                 "Shorten it (400-600 tokens work best).",
                 path=path,
             )
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
+            raise PolicyError(
+                f"Policy file '{path.name}' is over 256 KiB. Shorten it (400-600 tokens "
+                "work best).",
+                path=path,
+            )
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise PolicyError(

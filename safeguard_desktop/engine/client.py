@@ -108,13 +108,14 @@ class OllamaClient:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._client = ollama.AsyncClient(
-            host=endpoint.url, headers=endpoint.headers(), timeout=endpoint.httpx_timeout()
-        )
+        options = endpoint.httpx_options()
+        self._client = ollama.AsyncClient(host=endpoint.url, **options)
+        if not endpoint.token:
+            # The ollama library adds OLLAMA_API_KEY from the environment on its own; the
+            # only token we send is the one from the keyring for this host.
+            self._client._client.headers.pop("authorization", None)
         # Plain HTTP for what the ollama client has no call for (/api/version, blobs).
-        self.http = httpx.AsyncClient(
-            base_url=endpoint.url, headers=endpoint.headers(), timeout=endpoint.httpx_timeout()
-        )
+        self.http = httpx.AsyncClient(base_url=endpoint.url, **options)  # type: ignore[arg-type]
 
     @property
     def raw(self) -> ollama.AsyncClient:

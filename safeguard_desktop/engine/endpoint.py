@@ -95,3 +95,12 @@ class Endpoint:
 
     def httpx_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout)
+
+    def httpx_options(self) -> dict[str, object]:
+        """Only this host is ever contacted: no redirects elsewhere, no proxy from the env."""
+        return {
+            "headers": self.headers(),
+            "timeout": self.httpx_timeout(),
+            "follow_redirects": False,
+            "trust_env": False,
+        }

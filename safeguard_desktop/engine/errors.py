@@ -11,6 +11,7 @@ class EngineError(Exception):
     """Base: something between us and the model went wrong."""
 
     message = "The model server returned an error."
+    detail_label = "Ollama said"  # transport failures say "details" instead
 
     def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
         self.message = message or type(self).message
@@ -18,7 +19,9 @@ class EngineError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return f"{self.message} (Ollama said: {self.detail})" if self.detail else self.message
+        if not self.detail:
+            return self.message
+        return f"{self.message} ({self.detail_label}: {self.detail})"
 
 
 class ServerUnreachable(EngineError):
@@ -51,6 +54,7 @@ class StreamFailed(EngineError):
 
 
 class ConnectionDropped(EngineError):
+    detail_label = "details"
     message = (
         "The connection to Ollama was lost mid-answer (the server may have crashed or "
         "restarted). The partial reasoning is kept; check the server log and try again."

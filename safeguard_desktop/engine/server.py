@@ -163,7 +163,8 @@ class Probe:
 async def probe(endpoint: Endpoint, *, timeout: float = 2.0) -> Probe:
     """`GET /` says "Ollama is running"; `/api/version` is JSON. Anything else is not Ollama."""
     t = httpx.Timeout(timeout, connect=min(timeout, 1.0))
-    async with httpx.AsyncClient(base_url=endpoint.url, headers=endpoint.headers(), timeout=t) as c:
+    opts = {**endpoint.httpx_options(), "timeout": t}
+    async with httpx.AsyncClient(base_url=endpoint.url, **opts) as c:  # type: ignore[arg-type]
         try:
             root = await c.get("/")
         except httpx.ConnectError as exc:

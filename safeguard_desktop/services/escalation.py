@@ -33,12 +33,21 @@ def redact(text: str) -> str:
     return _HANDLE.sub("[@handle]", text)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """Control characters (terminal escapes, bells) shown as \\xNN: `cat note.md` stays safe."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _longest_run(text: str) -> int:
     return max((len(m.group()) for m in _BACKTICKS.finditer(text)), default=0)
 
 
 def fence(text: str, info: str = "text") -> str:
     """A fenced block that no line of `text` can close."""
+    text = visible(text)
     bar = "`" * max(3, _longest_run(text) + 1)
     body = text if text.endswith("\n") else text + "\n"
     return f"{bar}{info}\n{body}{bar}"
@@ -48,7 +57,7 @@ def code_span(text: str | None) -> str:
     """Inline code for a short untrusted value (newlines folded)."""
     if text is None or not str(text).strip():
         return "—"
-    value = " ".join(str(text).split())
+    value = visible(" ".join(str(text).split()))
     bar = "`" * (_longest_run(value) + 1)
     pad = " " if value.startswith("`") or value.endswith("`") else ""
     return f"{bar}{pad}{value}{pad}{bar}"

@@ -19,7 +19,7 @@ from safeguard_desktop.core.prompt import ChatRequest, build_request, system_pro
 from safeguard_desktop.core.verdict import Verdict, parse_verdict
 from safeguard_desktop.engine.client import AnswerDelta, Done, OllamaClient, Stats, ThinkingDelta
 from safeguard_desktop.engine.errors import EngineError
-from safeguard_desktop.store.history import History
+from safeguard_desktop.store.history import History, HistoryError
 
 log = logging.getLogger("safeguard.review")
 Status = Literal["done", "failed", "cancelled"]
@@ -171,8 +171,10 @@ class Reviewer:
             request=request,
         )
         if self.history is not None:
+            # Provenance first (cached per model), so finishing needs no network call.
+            digest = await self.model_digest(request.model)
             result.review_id = await asyncio.to_thread(
-                self._start, request, policy, content, version
+                self._start, request, policy, content, version, digest
             )
         thinking: list[str] = []
         answer: list[str] = []
@@ -195,14 +197,14 @@ class Reviewer:
                         and time.monotonic() - last_save >= PROGRESS_EVERY_S
                     ):
                         last_save = time.monotonic()
-                        await asyncio.to_thread(
-                            self.history.save_progress,  # type: ignore[union-attr]
-                            result.review_id,
-                            reasoning="".join(thinking),
-                            answer="".join(answer),
-                        )
+                        await self._save_progress(result, thinking, answer)
         except EngineError as exc:
             result.error = exc
+        except Exception as exc:  # a bug of ours: still record the review before it surfaces
+            result.reasoning, result.answer = "".join(thinking), "".join(answer)
+            result.error = EngineError("The review stopped on an internal error.", detail=str(exc))
+            await asyncio.shield(self._finish(result))
+            raise
         except asyncio.CancelledError:
             result.status = "cancelled"
             result.reasoning, result.answer = "".join(thinking), "".join(answer)
@@ -222,7 +224,12 @@ class Reviewer:
         return result
 
     def _start(
-        self, request: ChatRequest, policy: Policy, content: Content, version: str | None
+        self,
+        request: ChatRequest,
+        policy: Policy,
+        content: Content,
+        version: str | None,
+        digest: str | None,
     ) -> int:
         assert self.history is not None
         return self.history.start_review(
@@ -243,12 +250,27 @@ class Reviewer:
             source=self.options.source,
             host=self.client.endpoint.url,
             ollama_version=version,
+            model_digest=digest,
         )
+
+    async def _save_progress(
+        self, result: ReviewResult, thinking: list[str], answer: list[str]
+    ) -> None:
+        """Keep the partial stream; a full disk must not stop the review itself."""
+        assert self.history is not None and result.review_id is not None
+        try:
+            await asyncio.to_thread(
+                self.history.save_progress,
+                result.review_id,
+                reasoning="".join(thinking),
+                answer="".join(answer),
+            )
+        except HistoryError as exc:
+            log.warning("progress of review %s not saved: %s", result.review_id, exc)
 
     async def _finish(self, result: ReviewResult) -> None:
         if self.history is None or result.review_id is None:
             return
-        digest = await self.model_digest(result.model) if result.status == "done" else None
         await asyncio.to_thread(
             self.history.finish_review,
             result.review_id,
@@ -258,5 +280,4 @@ class Reviewer:
             verdict=result.verdict.to_dict() if result.verdict else None,
             stats=result.stats.to_dict() if result.stats else None,
             error=str(result.error) if result.error else None,
-            model_digest=digest,
         )

@@ -20,7 +20,7 @@ from typing import Literal
 
 from . import schema
 
-log = logging.getLogger("safeguard_desktop.store")
+log = logging.getLogger("safeguard.store")
 
 ErrorKind = Literal["corrupt", "locked", "full", "permission", "io", "foreign", "newer", "invalid"]
 

@@ -43,7 +43,7 @@ from .records import (
 
 __all__ = ["Decision", "Filters", "History", "HistoryError", "Review", "ReviewSummary"]
 
-log = logging.getLogger("safeguard_desktop.store")
+log = logging.getLogger("safeguard.store")
 
 _ORDER = "ORDER BY r.created_at DESC, r.id DESC"
 

@@ -9,6 +9,7 @@ Signals:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -198,12 +199,17 @@ class ContentEditor(QWidget):
 
     # --- files -----------------------------------------------------------------------
 
-    def load_file(self, path: str | Path) -> bool:
+    def load_file(self, path: str | Path) -> None:
+        """Import `path` off the GUI thread (files can be large); see `import_path`."""
+        self._import_task = asyncio.ensure_future(self.import_path(path))
+
+    async def import_path(self, path: str | Path) -> bool:
         """Import `path`; on a problem the message bar says so and the editor is untouched."""
         path = Path(path)
         max_bytes = int(self.settings["max_file_mb"]) * 1024 * 1024
+        self.message.show_message(f"Reading {path.name}…", "info")
         try:
-            items = import_file(path, max_bytes=max_bytes)
+            items = await asyncio.to_thread(import_file, path, max_bytes=max_bytes)
         except ContentError as exc:
             self.message.show_message(str(exc), "error")
             return False
@@ -225,8 +231,7 @@ class ContentEditor(QWidget):
         if len(items) > 1:
             self.message.show_message(
                 f"{path.name} holds {len(items)} items; item 1 is loaded. Classify the others "
-                f"with `safeguard-desktop classify --file {path.name} --item N` until the queue "
-                "view arrives.",
+                f"with `safeguard-desktop classify --file {path} --item N`.",
                 "info",
             )
         else:

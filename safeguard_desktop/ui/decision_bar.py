@@ -110,12 +110,16 @@ class DecisionBar(QWidget):
         else:
             self.message.dismiss()
 
-    def reset(self) -> None:
-        """Another review is shown: nothing typed belongs to it."""
+    def reset(self, draft: tuple[str, str | None] = ("", None)) -> None:
+        """Another review is shown: show what was typed for that one (if anything)."""
         self.set_busy(False)
-        self.note.clear()
-        self.set_label(None)
+        self.note.setText(draft[0])
+        self.set_label(draft[1])
         self.message.dismiss()
+
+    def draft(self) -> tuple[str, str | None]:
+        """What is typed but not yet recorded (note, override label)."""
+        return self.note.text(), self.label()
 
     # --- internals ---------------------------------------------------------------------
 

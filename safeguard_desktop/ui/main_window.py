@@ -39,6 +39,7 @@ from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.review_view import ReviewView
 from safeguard_desktop.ui.server_monitor import ServerMonitor, ServerState, human_bytes
 from safeguard_desktop.ui.shortcuts import ShortcutsDialog, collect_shortcuts
+from safeguard_desktop.ui.span_view import rich_tooltip
 from safeguard_desktop.ui.theme import app_icon, repolish
 from safeguard_desktop.ui.wellness import RevealState
 
@@ -149,7 +150,7 @@ class MainWindow(QMainWindow):
             self.statusBar().addPermanentWidget(label)
             self._status[key] = label
         label.setText(text)
-        label.setToolTip(tooltip)
+        label.setToolTip(rich_tooltip(tooltip) if tooltip else "")  # may hold server text
         label.setProperty("level", level)
         repolish(label)
 

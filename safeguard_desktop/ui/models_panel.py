@@ -293,6 +293,7 @@ class ModelsPanel(QWidget):
     async def confirm(self, title: str, text: str, yes: str) -> bool:
         """A question box opened with `open()` (never `exec()` inside a coroutine)."""
         box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # model names come from the server
         box.setObjectName("confirmDialog")
         yes_button = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
         box.setDefaultButton(box.addButton(QMessageBox.StandardButton.Cancel))

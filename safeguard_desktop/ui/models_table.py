@@ -17,6 +17,7 @@ from safeguard_desktop.qt import (
     QWidget,
 )
 from safeguard_desktop.ui.progress_row import human_clock, human_size, human_time
+from safeguard_desktop.ui.span_view import rich_tooltip
 
 AnyIndex = QModelIndex | QPersistentModelIndex
 COLUMNS = ("Name", "Size", "Modified", "Family", "Parameters", "Quantization")
@@ -77,8 +78,8 @@ class ModelsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == 1:
                 return f"{model.size:,} bytes"
-            if column == 0:
-                return f"{model.name}\n{model.digest}"
+            if column == 0:  # server text: never let Qt read it as rich text
+                return rich_tooltip(f"{model.name}\n{model.digest}")
         if role == Qt.ItemDataRole.TextAlignmentRole and column == 1:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -223,7 +223,9 @@ class PolicyPanel(QWidget):
             tip = f"{policy.id} · sha256 {policy.short_sha}"
             if policy.source is not None and not policy.builtin:
                 tip += f"\n{policy.source}"
-            self.picker.setItemData(self.picker.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+            self.picker.setItemData(
+                self.picker.count() - 1, rich_tooltip(tip), Qt.ItemDataRole.ToolTipRole
+            )
         index = next((i for i, p in enumerate(self._policies) if key and policy_key(p) == key), 0)
         self.picker.setCurrentIndex(index if self._policies else -1)
         self.picker.blockSignals(False)

@@ -84,6 +84,7 @@ class ReviewDetail(QWidget):
         self.decisions.setWordWrap(True)
         self.decisions.setMaximumHeight(self.fontMetrics().height() * 4 + 14)
         self.decision_bar = DecisionBar(self)
+        self._drafts: dict[int, tuple[str, str | None]] = {}  # unsent notes per review id
         self.empty = QLabel("Select a review to see it here (Enter opens the selected row).", self)
         self.empty.setObjectName("hint")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -151,6 +152,8 @@ class ReviewDetail(QWidget):
     def show_review(self, review: Review, policy: Policy | None) -> None:
         """Show a stored review; `policy` is the exact version it ran with (if readable)."""
         same = self.review is not None and self.review.id == review.id
+        if self.review is not None and not same:  # keep what was typed for the last one
+            self._drafts[self.review.id] = self.decision_bar.draft()
         self.review = review
         self.policy = policy
         self.empty.hide()
@@ -170,7 +173,7 @@ class ReviewDetail(QWidget):
         self._show_decisions(review)
         self.rerun_button.setEnabled(review.status != "running")
         if not same:
-            self.decision_bar.reset()
+            self.decision_bar.reset(self._drafts.pop(review.id, ("", None)))
 
     def decision_texts(self) -> list[str]:
         return [self.decisions.item(i).text() for i in range(self.decisions.count())]
@@ -237,9 +240,12 @@ class ReviewDetail(QWidget):
         if fresh is None:
             self.decision_bar.show_error("This review was deleted; pick another one.")
             return
-        if self.review is not None and self.review.id == review_id:
-            self.review = fresh
-            self._show_decisions(fresh)
+        if self.review is None or self.review.id != review_id:
+            self._drafts.pop(review_id, None)  # recorded; the bar now shows another review
+            self.review_changed.emit(fresh)
+            return
+        self.review = fresh
+        self._show_decisions(fresh)
         self.decision_bar.accepted(f"Recorded: {action}" + (f" → {label}" if label else "") + ".")
         self.review_changed.emit(fresh)
 

@@ -36,6 +36,7 @@ from safeguard_desktop.ui.async_utils import TaskKeeper
 from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.model_ops import ModelOps
 from safeguard_desktop.ui.models_panel import LEVEL_COLOURS, ModelsPanel
+from safeguard_desktop.ui.span_view import rich_tooltip
 from safeguard_desktop.ui.wellness import InlineMessage
 
 log = logging.getLogger("safeguard.ui.server")
@@ -200,7 +201,7 @@ class ServerPanel(QWidget):
                 process += f", started {status.started_at.replace('T', ' ')}"
         self.fields["process"].setText(process)
         binary = self.fields["binary"]
-        binary.setToolTip(status.binary_problem or "")
+        binary.setToolTip(rich_tooltip(status.binary_problem) if status.binary_problem else "")
         if status.binary:
             version = f" (version {status.binary_version})" if status.binary_version else ""
             binary.setText(f"{status.binary}{version}")
