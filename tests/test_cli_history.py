@@ -181,3 +181,17 @@ def test_bad_date_filter_is_a_usage_error(capsys, tmp_path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli(capsys, tmp_path / "d", "history", "list", "--since", "garbage")
     assert exit_info.value.code == 2 and "2026-11-28" in capsys.readouterr().err
+
+
+def test_damaged_history_says_how_out_and_recover_keeps_a_copy(capsys, tmp_path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "history.sqlite3").write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    code, _, err = cli(capsys, data, "history", "list")
+    assert code == 1 and "history recover" in err and err.count("\n") == 1
+    code, out, _ = cli(capsys, data, "history", "recover", "--yes")
+    assert code == 0 and "kept at" in out
+    kept = [p for p in data.iterdir() if "corrupt" in p.name]
+    assert len(kept) == 1 and kept[0].stat().st_size > 8000
+    code, out, _ = cli(capsys, data, "history", "list", "--json")
+    assert code == 0 and json.loads(out) == []

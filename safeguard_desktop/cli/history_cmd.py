@@ -89,6 +89,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rs.add_argument("file")
     rs.set_defaults(func=run_restore)
 
+    rc = hs.add_parser(
+        "recover", help="set a damaged history aside (kept as a copy) and start an empty one"
+    )
+    rc.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rc.set_defaults(func=run_recover)
+
     ex = sub.add_parser("export", help="escalation note in Markdown for one or more reviews")
     ex.add_argument("ids", type=int, nargs="+", metavar="ID")
     ex.add_argument("--out", help="write to this .md file instead of stdout")
@@ -287,6 +293,26 @@ def run_restore(args: argparse.Namespace) -> int:
     except HistoryError as exc:
         raise CliError(str(exc), EXIT_ENGINE) from None
     print(f"History restored from {src}; the previous database was kept beside it.")
+    return 0
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    path = paths.history_db()
+    try:
+        History.open(path).close()
+    except HistoryError as exc:
+        if exc.kind != "corrupt":
+            raise CliError(str(exc), EXIT_ENGINE) from None
+    else:
+        print(f"The history at {path} is readable; nothing to recover.")
+        return 0
+    _confirm(f"Set the damaged history at {path} aside and start an empty one?", args.yes)
+    try:
+        kept = History.recover_corrupt(path)
+        History.open(path).close()
+    except HistoryError as exc:
+        raise CliError(str(exc), EXIT_ENGINE) from None
+    print(f"Started an empty history. The damaged file is kept at {kept}.")
     return 0
 
 

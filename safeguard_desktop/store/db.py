@@ -60,8 +60,9 @@ def _file_stamp() -> str:
 def corrupt_error(path: Path) -> HistoryError:
     return HistoryError(
         "corrupt",
-        f"The history database at {path} is damaged. Start an empty history (the damaged "
-        f"file is kept aside) or restore a backup with {_RESTORE_HINT}.",
+        f"The history database at {path} is damaged. Run `safeguard-desktop history recover` "
+        f"to start an empty history (the damaged file is kept aside), or restore a backup "
+        f"with {_RESTORE_HINT}.",
     )
 
 
