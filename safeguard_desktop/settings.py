@@ -7,7 +7,6 @@ through `secrets.py` to the OS keyring.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import logging
@@ -255,6 +254,7 @@ class Settings:
         self.path = path or paths.settings_file()
         self._values: dict[str, Any] = {}
         self.load_problem: str | None = None
+        self.unreadable = False  # the file exists but is not JSON: keep a copy before saving
         self._load()
 
     def _load(self) -> None:
@@ -265,18 +265,34 @@ class Settings:
             if not isinstance(raw, dict):
                 raise ValueError("not an object")
         except (OSError, ValueError) as exc:
+            self.unreadable = True
             self.load_problem = (
                 f"Settings file {self.path} could not be read ({exc}); defaults are used. "
-                "Fix or delete the file."
+                "Fix or delete the file (saving keeps a copy as settings.json.broken)."
             )
             log.warning(self.load_problem)
             return
+        ignored: list[str] = []
         for name, value in raw.items():
             setting = BY_NAME.get(name)
-            if setting is None or setting.secret:
+            if setting is None:
+                continue  # from a newer or older version: harmless
+            if setting.secret:
+                ignored.append(f"{name} (secrets belong in the keyring; remove it from the file)")
                 continue
-            with contextlib.suppress(SettingsError):
+            if setting.type is str and not isinstance(value, str):
+                ignored.append(f"{name} (expected text)")
+                continue
+            try:
                 self._values[name] = coerce(setting, value)
+            except SettingsError as exc:
+                ignored.append(f"{name} ({exc})")
+        if ignored:
+            self.load_problem = (
+                f"Settings file {self.path}: ignored {'; '.join(ignored)}. Defaults are used "
+                "for these; fix them in Settings."
+            )
+            log.warning(self.load_problem)
 
     def get(self, name: str) -> Any:
         return self._values.get(name, BY_NAME[name].default)
@@ -302,6 +318,9 @@ class Settings:
         tmp = self.path.with_suffix(".tmp")
         old = os.umask(0o077)
         try:
+            if self.unreadable and self.path.exists():  # keep what the user had, once
+                os.replace(self.path, self.path.with_suffix(".json.broken"))
+                self.unreadable = False
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
             os.replace(tmp, self.path)
         finally:

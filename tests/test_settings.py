@@ -122,3 +122,21 @@ def test_keyring_wrapper_stores_and_refuses_without_backend() -> None:
         assert secrets.get_token("https://h:443") is None
     finally:
         keyring.set_keyring(previous)
+
+
+def test_wrong_values_in_the_file_are_named_not_dropped_silently(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"model": ["a"], "num_ctx": 10, "effort": "high"}), "utf-8")
+    s = Settings(path)
+    assert s["effort"] == "high" and s["model"] == "gpt-oss-safeguard:20b"
+    assert s.load_problem and "model" in s.load_problem and "num_ctx" in s.load_problem
+
+
+def test_saving_over_an_unreadable_file_keeps_a_copy(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text("{half written", encoding="utf-8")
+    s = Settings(path)
+    s.set("effort", "low")
+    s.save()
+    assert (tmp_path / "settings.json.broken").read_text(encoding="utf-8") == "{half written"
+    assert Settings(path)["effort"] == "low"
