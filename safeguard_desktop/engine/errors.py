@@ -86,5 +86,12 @@ class Unauthorized(EngineError):
     )
 
 
+class InternalError(EngineError):
+    """A bug of ours surfaced during a review; recorded, then re-raised."""
+
+    message = "The review stopped on an internal error; details are in the log."
+    detail_label = "details"
+
+
 class ServerError(EngineError):
     message = "Ollama answered with an error."

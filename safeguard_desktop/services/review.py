@@ -18,7 +18,7 @@ from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.core.prompt import ChatRequest, build_request, system_prompt, wants_schema
 from safeguard_desktop.core.verdict import Verdict, parse_verdict
 from safeguard_desktop.engine.client import AnswerDelta, Done, OllamaClient, Stats, ThinkingDelta
-from safeguard_desktop.engine.errors import EngineError
+from safeguard_desktop.engine.errors import EngineError, InternalError
 from safeguard_desktop.store.history import History, HistoryError
 
 log = logging.getLogger("safeguard.review")
@@ -202,7 +202,7 @@ class Reviewer:
             result.error = exc
         except Exception as exc:  # a bug of ours: still record the review before it surfaces
             result.reasoning, result.answer = "".join(thinking), "".join(answer)
-            result.error = EngineError("The review stopped on an internal error.", detail=str(exc))
+            result.error = InternalError(detail=str(exc))
             await asyncio.shield(self._finish(result))
             raise
         except asyncio.CancelledError:
