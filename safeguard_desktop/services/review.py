@@ -203,7 +203,7 @@ class Reviewer:
         except Exception as exc:  # a bug of ours: still record the review before it surfaces
             result.reasoning, result.answer = "".join(thinking), "".join(answer)
             result.error = InternalError(detail=str(exc))
-            await asyncio.shield(self._finish(result))
+            await self._finish(result)
             raise
         except asyncio.CancelledError:
             result.status = "cancelled"
