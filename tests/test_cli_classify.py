@@ -351,3 +351,32 @@ def test_unusable_data_folder_is_one_line(capsys, tmp_path) -> None:
     code = main(["--data-dir", str(blocker / "sub"), "policies", "list"])
     err = capsys.readouterr().err
     assert code == 2 and "--data-dir" in err and "Traceback" not in err
+
+
+def test_a_web_server_that_is_not_ollama_gives_one_line(capsys, tmp_path) -> None:
+    import threading
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        code, _, err = run(
+            capsys,
+            tmp_path,
+            "--policy",
+            "harassment",
+            "--text",
+            "hi",
+            "--host",
+            f"127.0.0.1:{server.server_address[1]}",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "HTTP 501" in lines[0] and "server log" in lines[0]

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -68,6 +69,25 @@ def test_server_start_status_logs_stop(
 
     code, out, _ = cli(capsys, data_dir, "server", "status", "--json")
     assert json.loads(out)["running"] is False and json.loads(out)["pid"] is None
+
+
+def test_a_crashed_server_started_from_the_cli_is_reported(
+    settings: Settings,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_OLLAMA_CRASH_AFTER", "1")
+    code, _, err = cli(capsys, data_dir, "server", "start")
+    assert code == 0, err
+    pid = json.loads(cli(capsys, data_dir, "server", "status", "--json")[1])["pid"]
+    deadline = time.monotonic() + 10
+    while server_state.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for _ in range(2):  # said every time until the next start, not only once
+        status = json.loads(cli(capsys, data_dir, "server", "status", "--json")[1])
+        assert (status["running"], status["managed"]) == (False, False)
+        assert f"pid {pid}" in status["problem"] and "no longer running" in status["problem"]
 
 
 def test_status_and_stop_of_a_server_we_did_not_start(

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from safeguard_desktop import paths
+from safeguard_desktop.core.policy import lint, load_policy
 from safeguard_desktop.qt import QApplication, QFileDialog, QMimeData, Qt, QTextCursor, QUrl
 from safeguard_desktop.store.history import History
 from safeguard_desktop.ui.main_window import MainWindow
+from safeguard_desktop.ui.policy_panel import lint_summary
 from tests.fake_ollama import FakeOllama, Scenario, tokenize
 from tests.gui_fixtures import *  # noqa: F403
 from tests.gui_fixtures import run_async, save_screenshot
@@ -267,7 +269,8 @@ def test_policy_picker_shows_title_version_and_lint(window):
     texts = [picker.itemText(i) for i in range(picker.count())]
     mine = next(t for t in texts if t.startswith("Test spam policy"))
     assert "v2" in mine
-    assert any(word in mine for word in ("clean", "warning", "error"))
+    status, _level = lint_summary(lint(load_policy(paths.user_policies_dir() / "test-spam.md")))
+    assert mine.endswith(f"· {status}")
     assert any("Spam and scams" in t for t in texts)  # built-ins are listed too
 
 

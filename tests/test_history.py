@@ -311,8 +311,9 @@ HOSTILE = ['"', "AND OR", "*", "(", "-x", "NEAR", "NEAR(a b)", "content_text:pil
 
 @pytest.mark.parametrize("query", HOSTILE)
 def test_search_never_fails_on_hostile_input(hist: History, query: str) -> None:
-    add_done(hist, "Buy cheap pills AND more, or NOT: near the (shop)")
+    rid = add_done(hist, "Buy cheap pills AND more, or NOT: near the (shop)")
     assert isinstance(hist.search(query), list)
+    assert [s.id for s in hist.search("pills")] == [rid]  # and plain words still work
 
 
 def test_search_finds_content_reasoning_notes_and_prefix(hist: History) -> None:

@@ -78,6 +78,8 @@ def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
     kind = args.kind
     items: list[Content]
     try:
+        if args.text is not None and not args.text.strip():
+            raise CliError("The text is empty: give the content to classify with --text.")
         if args.text is not None:
             items = parse_bytes(args.text.encode("utf-8"), "text.txt", kind=kind or "message")
         elif args.file:

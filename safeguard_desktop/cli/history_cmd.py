@@ -211,7 +211,7 @@ def run_show(args: argparse.Namespace) -> int:
     )
     print(
         f"Verdict: {str(v.get('label', r.status)).upper()}  "
-        f"category {safe_terminal(str(v.get('category')))}  "
+        f"category {safe_terminal(str(v.get('category') or '-'))}  "
         f"rules {safe_terminal(', '.join(r.rule_ids) or '-')}"
     )
     if r.rationale:

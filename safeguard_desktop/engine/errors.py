@@ -15,7 +15,9 @@ class EngineError(Exception):
 
     def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
         self.message = message or type(self).message
-        self.detail = (detail or "").strip() or None
+        # One line, short: a proxy's HTML error page must not flood the terminal.
+        flat = " ".join((detail or "").split())
+        self.detail = (flat[:237] + "…" if len(flat) > 240 else flat) or None
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -95,3 +97,7 @@ class InternalError(EngineError):
 
 class ServerError(EngineError):
     message = "Ollama answered with an error."
+    hint = " Check the server log (Server panel, or `safeguard-desktop server logs`) and try again."
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
+        super().__init__((message or type(self).message) + self.hint, detail=detail)

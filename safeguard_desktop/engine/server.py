@@ -458,8 +458,18 @@ class ServerController:
 
     async def status(self, *, with_binary: bool = True) -> ServerStatus:
         found = await self.probe()
-        state = self._state_here() if self.config.local else None
+        recorded = server_state.read_state(self.config.state_file) if self.config.local else None
+        if recorded is not None and recorded.host == self.url and server_state.is_ours(recorded):
+            state: ServerState | None = recorded
+        else:
+            state = None
         binary = binary_version_text = problem = binary_problem = None
+        if recorded is not None and state is None and recorded.host == self.url:
+            # Kept until the next start, so every status call can say what happened.
+            problem = (
+                f"The Ollama that Safeguard Desktop started (pid {recorded.pid}) is no longer "
+                f"running; see {self.config.log_file} and run `safeguard-desktop server start`."
+            )
         if found.kind == "other":
             problem = str(PortInUse(host_port(self.url)[1], detail=found.detail))
         elif found.kind == "unauthorized":
