@@ -244,6 +244,8 @@ def test_stale_state_file_is_cleaned_up(settings: Settings) -> None:
     status = asyncio.run(control.status(with_binary=False))
 
     assert (status.running, status.managed, status.pid) == (False, False, None)
+    assert status.problem and f"pid {dead.pid}" in status.problem  # said, not hidden
+    assert control.managed_state() is None  # start/stop look it up and clean it away
     assert not control.config.state_file.exists()
 
 
