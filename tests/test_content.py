@@ -16,9 +16,8 @@ from safeguard_desktop.core.content import (
     Turn,
     content_from_dict,
     from_text,
-    import_file,
-    parse_bytes,
 )
+from safeguard_desktop.core.importers import import_file, parse_bytes
 
 HEADER = "Chat transcript. Classify only the turn marked JUDGED TURN; the other turns are context."
 

@@ -17,7 +17,8 @@ from safeguard_desktop.cli.common import (
     print_json,
 )
 from safeguard_desktop.cli.terminal import safe_terminal, styled
-from safeguard_desktop.core.content import KINDS, Content, ContentError, import_file, parse_bytes
+from safeguard_desktop.core.content import KINDS, Content, ContentError
+from safeguard_desktop.core.importers import import_file, parse_bytes
 from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
 from safeguard_desktop.core.prompt import EFFORTS, MIN_NUM_CTX, RequestError
 from safeguard_desktop.engine.client import OllamaClient

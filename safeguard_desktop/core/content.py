@@ -1,8 +1,7 @@
 """Content under review: a message, a chat transcript, or a prompt + completion pair.
 
 The model sees exactly ``Content.render()``; highlight offsets refer to that text, so it
-must be deterministic. File importers live in ``importers.py``; ``parse_bytes`` and
-``import_file`` here are the public entry points to them.
+must be deterministic. File importers (``parse_bytes``, ``import_file``) live in ``importers.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 Kind = Literal["message", "chat", "completion"]
@@ -341,41 +339,3 @@ def from_text(text: str, kind: Kind = "message") -> Content:
     if kind == "completion":
         return _completion_from_text(normalised)
     raise ContentError(f"Unknown content kind {kind!r}; use one of {', '.join(KINDS)}.")
-
-
-# --- files (implemented in importers.py) ---------------------------------------------------
-
-
-def parse_bytes(
-    data: bytes,
-    name: str,
-    *,
-    kind: Kind | None = None,
-    max_bytes: int = MAX_BYTES,
-    csv_text_column: str | None = None,
-) -> list[Content]:
-    """Items from a file's bytes; the format follows ``name``'s extension.
-
-    ``kind`` None detects the kind from the file; a given kind parses plain text fields as
-    that kind, and structured items of another kind raise ContentError.
-    """
-    from safeguard_desktop.core import importers  # deferred: importers builds on this module
-
-    return importers.parse_bytes(
-        data, name, kind=kind, max_bytes=max_bytes, csv_text_column=csv_text_column
-    )
-
-
-def import_file(
-    path: Path | str,
-    *,
-    kind: Kind | None = None,
-    max_bytes: int = MAX_BYTES,
-    csv_text_column: str | None = None,
-) -> list[Content]:
-    """Items from a file on disk; every problem becomes a one-line ContentError."""
-    from safeguard_desktop.core import importers  # deferred: importers builds on this module
-
-    return importers.import_file(
-        path, kind=kind, max_bytes=max_bytes, csv_text_column=csv_text_column
-    )

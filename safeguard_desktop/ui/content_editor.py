@@ -20,8 +20,8 @@ from safeguard_desktop.core.content import (
     ContentError,
     Kind,
     from_text,
-    import_file,
 )
+from safeguard_desktop.core.importers import import_file
 from safeguard_desktop.qt import (
     QComboBox,
     QDragEnterEvent,
