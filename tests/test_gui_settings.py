@@ -1,9 +1,12 @@
 """The Settings dialog: generated from the registry, saved to the settings file, invalid values
-kept on screen, the token only ever in a keyring, a new host replacing the endpoint."""
+kept on screen, the token only ever in a keyring (asked off the GUI thread), a new host
+replacing the endpoint."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from safeguard_desktop.qt import (
     QPushButton,
     QSpinBox,
     Qt,
+    QTimer,
 )
 from safeguard_desktop.settings import REGISTRY, Settings
 from safeguard_desktop.ui.server_integration import ServerIntegration, install
@@ -49,15 +53,45 @@ class MemoryKeyring(KeyringBackend):
         self.store.pop((service, username), None)
 
 
-@pytest.fixture
-def memory_keyring() -> Iterator[MemoryKeyring]:
+class SlowKeyring(MemoryKeyring):
+    """Like a locked Secret Service: writing waits about a second (an unlock prompt)."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        super().__init__()
+        self.ticks = ticks  # the test's timer count, read at the start and end of a write
+        self.during: list[int] = []
+        self.thread: threading.Thread | None = None
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.thread = threading.current_thread()
+        start = len(self.ticks)
+        time.sleep(1.0)
+        self.during.append(len(self.ticks) - start)
+        super().set_password(service, username, password)
+
+
+def use_keyring(backend: KeyringBackend) -> Iterator[KeyringBackend]:
     before = keyring.get_keyring()
-    backend = MemoryKeyring()
     keyring.set_keyring(backend)
     try:
         yield backend
     finally:
         keyring.set_keyring(before)
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[KeyringBackend]:
+    yield from use_keyring(MemoryKeyring())
+
+
+@pytest.fixture
+def ticks() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def slow_keyring(ticks: list[int]) -> Iterator[KeyringBackend]:
+    yield from use_keyring(SlowKeyring(ticks))
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +119,9 @@ def saved_file(settings: Settings) -> dict[str, object]:
 
 
 def click_save(qtbot, dialog: SettingsDialog) -> None:
-    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    """Click Save and wait until the dialog has closed (saved) or shows why not."""
+    with qtbot.waitSignal(dialog.save_finished, timeout=5000):
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
 
 
 def test_every_registry_setting_has_the_editor_its_type_asks_for(
@@ -178,6 +214,7 @@ def test_a_token_goes_to_the_keyring_and_plain_http_is_flagged(
     qtbot, integ: ServerIntegration, memory_keyring: MemoryKeyring, gui_settings: Settings
 ) -> None:
     dialog = open_with_shortcut(qtbot, integ)
+    qtbot.waitUntil(lambda: not dialog.busy)
     assert "MemoryKeyring" in dialog.token_note.text()
     dialog.fields["host"].editor.setText("http://10.0.0.7:11434")
     dialog.fields["remote_token"].editor.setText("s3cret-token")
@@ -188,9 +225,10 @@ def test_a_token_goes_to_the_keyring_and_plain_http_is_flagged(
     assert not dialog.isVisible()
     assert memory_keyring.store == {("safeguard-desktop", "http://10.0.0.7:11434"): "s3cret-token"}
     assert "s3cret" not in gui_settings.path.read_text()
-    assert "unencrypted" in integ.panel.message.text()
     ctx = integ.window.ctx
-    assert (ctx.endpoint.url, ctx.endpoint.token) == ("http://10.0.0.7:11434", "s3cret-token")
+    qtbot.waitUntil(lambda: ctx.endpoint.url == "http://10.0.0.7:11434", timeout=5000)
+    assert ctx.endpoint.token == "s3cret-token"
+    assert "unencrypted" in integ.panel.message.text()
 
 
 def test_a_new_host_replaces_the_endpoint(
@@ -203,7 +241,8 @@ def test_a_new_host_replaces_the_endpoint(
         dialog.fields["host"].editor.setText(other.url)
         click_save(qtbot, dialog)
 
-        assert ctx.endpoint.url == other.url and ctx.client is not old_client
+        qtbot.waitUntil(lambda: ctx.endpoint.url == other.url, timeout=5000)
+        assert ctx.client is not old_client
         qtbot.waitUntil(
             lambda: integ.panel.models.model.names() == ["gpt-oss-safeguard:120b"], timeout=5000
         )
@@ -233,11 +272,56 @@ def test_a_stored_token_can_be_forgotten(
     gui_settings.set("host", url)
     memory_keyring.set_password("safeguard-desktop", url, "old-token")
     dialog = open_with_shortcut(qtbot, integ)
-    assert f"A token is stored for {url}" in dialog.token_note.text()
+    qtbot.waitUntil(lambda: f"A token is stored for {url}" in dialog.token_note.text())
     assert dialog.fields["remote_token"].editor.text() == ""  # never shown back
 
     qtbot.mouseClick(dialog.forget_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not dialog.forget_button.isVisible())
+    assert memory_keyring.store == {}
     click_save(qtbot, dialog)
 
+    assert not dialog.isVisible()
     assert memory_keyring.store == {}
-    assert integ.window.ctx.endpoint.token is None
+
+
+def test_the_window_stays_responsive_while_the_keyring_blocks(
+    qtbot, integ: ServerIntegration, slow_keyring: SlowKeyring, ticks: list[int]
+) -> None:
+    dialog = open_with_shortcut(qtbot, integ)
+    qtbot.waitUntil(lambda: not dialog.busy)
+    dialog.fields["remote_token"].editor.setText("s3cret-token")
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(dialog.busy_note.isVisible)
+    assert "keyring" in dialog.busy_note.text()
+    assert not dialog.save_button.isEnabled()
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=5000)
+    timer.stop()
+
+    assert slow_keyring.thread is not threading.main_thread()
+    assert slow_keyring.during and slow_keyring.during[0] >= 20  # ~50 ticks if never frozen
+    assert slow_keyring.store == {("safeguard-desktop", "http://127.0.0.1:11434"): "s3cret-token"}
+    assert dialog.save_button.isEnabled() and not dialog.busy_note.isVisible()
+
+
+def test_closing_the_dialog_during_a_keyring_call_still_saves(
+    qtbot, integ: ServerIntegration, slow_keyring: SlowKeyring, gui_settings: Settings
+) -> None:
+    dialog = open_with_shortcut(qtbot, integ)
+    qtbot.waitUntil(lambda: not dialog.busy)
+    dialog.fields["effort"].editor.setCurrentText("high")
+    dialog.fields["remote_token"].editor.setText("s3cret-token")
+
+    with qtbot.waitSignal(dialog.saved, timeout=5000):
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(dialog.busy_note.isVisible)
+        dialog.reject()
+
+    assert not dialog.isVisible()
+    assert saved_file(gui_settings)["effort"] == "high"
+    assert slow_keyring.store == {("safeguard-desktop", "http://127.0.0.1:11434"): "s3cret-token"}
+    qtbot.waitUntil(lambda: "Settings saved." in integ.window.statusBar().currentMessage())

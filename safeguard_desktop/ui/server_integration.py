@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from safeguard_desktop.engine.endpoint import HostError
+from safeguard_desktop.engine.endpoint import HostError, resolve_host
 from safeguard_desktop.engine.errors import EngineError
 from safeguard_desktop.engine.server import find_ollama
 from safeguard_desktop.engine.server_errors import OllamaNotFound
@@ -82,8 +83,8 @@ class ServerIntegration(QObject):
     @staticmethod
     def _override(ctx: AppContext) -> str | None:
         """The --host the app was started with, when it differs from the settings' address."""
-        try:
-            configured = endpoint_from_settings(ctx.settings).url
+        try:  # the address only: no keyring read on the GUI thread
+            configured = resolve_host(None, os.environ.get("OLLAMA_HOST"), ctx.settings["host"])
         except HostError:
             configured = None
         return ctx.endpoint.url if ctx.endpoint.url != configured else None
@@ -370,12 +371,17 @@ class ServerIntegration(QObject):
         return dialog
 
     def _settings_saved(self, saved: SavedSettings) -> None:
-        ctx = self.ctx
         if "host" in saved.changed:  # a host chosen here wins over --host from now on
             self._host_override = None
+        self._spawn(self._apply_settings(saved), name="settings-apply")
+
+    async def _apply_settings(self, saved: SavedSettings) -> None:
+        ctx = self.ctx
         if saved.endpoint_changed:
-            try:
-                endpoint = endpoint_from_settings(ctx.settings, host=self._host_override)
+            try:  # reads the token: the keyring may block on an unlock prompt
+                endpoint = await asyncio.to_thread(
+                    endpoint_from_settings, ctx.settings, host=self._host_override
+                )
             except HostError as exc:
                 self.panel.show_message(str(exc), "error")
                 return

@@ -3,23 +3,32 @@
 One tab per group; each setting gets the editor its type asks for, its help as caption and
 tooltip, and an error line. Save checks every value first: a bad one is shown next to its
 field and nothing is written, so whatever was typed stays. The remote token goes to the OS
-keyring only; without a keyring the dialog says so and refuses it.
+keyring only; without a keyring the dialog says so and refuses it. Every keyring call runs
+on a worker thread: a locked Secret Service can block on an unlock prompt for as long as the
+user takes, and the window must not freeze meanwhile.
 
 Signals:
     saved(SavedSettings): after a successful save (the dialog then closes).
+    save_finished(bool): after every click on Save, True when everything was saved.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from safeguard_desktop import secrets
-from safeguard_desktop.engine.endpoint import HostError, normalize_host, token_warning
+from safeguard_desktop.engine.endpoint import (
+    HostError,
+    normalize_host,
+    resolve_host,
+    token_warning,
+)
 from safeguard_desktop.qt import (
     QCheckBox,
     QComboBox,
@@ -35,12 +44,14 @@ from safeguard_desktop.qt import (
     QSpinBox,
     Qt,
     QTabWidget,
+    QTimer,
     QVBoxLayout,
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.server_service import endpoint_from_settings, save_token
+from safeguard_desktop.services.server_service import save_token
 from safeguard_desktop.settings import REGISTRY, Setting, Settings, SettingsError, coerce
+from safeguard_desktop.ui.async_utils import TaskKeeper
 
 BROWSE = {"ollama_path": "file", "models_dir": "folder", "policy_folder": "folder"}
 ENDPOINT_KEYS = frozenset({"host", "request_timeout"})
@@ -59,6 +70,10 @@ SERVER_KEYS = frozenset(
 ERROR_COLOUR = "#c62828"
 WARNING_COLOUR = "#b45309"
 INT_LIMIT = 2**31 - 1
+KEYRING_BUSY = "Talking to the keyring…"
+LOOKUP_DELAY_MS = 300  # ask the keyring about a typed host once typing pauses
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -200,6 +215,7 @@ def _path_problem(name: str, value: str) -> str | None:
 
 class SettingsDialog(QDialog):
     saved = Signal(object)
+    save_finished = Signal(bool)
 
     def __init__(
         self,
@@ -215,7 +231,18 @@ class SettingsDialog(QDialog):
         self.env = os.environ if env is None else env
         self.fields: dict[str, SettingField] = {}
         self._token_forgotten = False
-        self._stored: dict[str, bool] = {}
+        self._stored: dict[str, bool] = {}  # address -> a token is stored (once asked)
+        self._looking_up: set[str] = set()
+        self._busy = 0  # keyring calls in flight
+        self._saving = False
+        self._keyring_lock = asyncio.Lock()  # one keyring call at a time
+        self._tasks = TaskKeeper()
+        # A task resumed after the widgets are gone would touch deleted Qt objects.
+        self.destroyed.connect(self._tasks.cancel_all)
+        self._lookup_timer = QTimer(self)
+        self._lookup_timer.setSingleShot(True)
+        self._lookup_timer.setInterval(LOOKUP_DELAY_MS)
+        self._lookup_timer.timeout.connect(self._look_up_typed)
         self.tabs = QTabWidget(self)
         self._tab_of: dict[str, int] = {}
         groups: dict[str, QFormLayout] = {}
@@ -244,6 +271,9 @@ class SettingsDialog(QDialog):
         self.problem.setTextFormat(Qt.TextFormat.PlainText)
         self.problem.setStyleSheet(f"color: {ERROR_COLOUR};")
         self.problem.hide()
+        self.busy_note = QLabel(KEYRING_BUSY, self)
+        self.busy_note.setObjectName("keyringBusy")
+        self.busy_note.hide()
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save
             | QDialogButtonBox.StandardButton.Cancel
@@ -251,7 +281,7 @@ class SettingsDialog(QDialog):
             self,
         )
         self.save_button = buttons.button(QDialogButtonBox.StandardButton.Save)
-        buttons.accepted.connect(self.save)
+        buttons.accepted.connect(self._save_clicked)
         buttons.rejected.connect(self.reject)
         defaults = buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults)
         defaults.setToolTip("Put the defaults in every field (nothing is saved until Save)")
@@ -259,8 +289,11 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.problem)
+        layout.addWidget(self.busy_note)
         layout.addWidget(buttons)
         self.resize(680, 560)
+        self._update_token_note()
+        self._look_up_typed()
 
     # -- host and token --------------------------------------------------------------------------
     def _setup_host_and_token(self) -> None:
@@ -286,11 +319,11 @@ class SettingsDialog(QDialog):
         host_editor = host.editor
         assert isinstance(host_editor, QLineEdit)
         host_editor.textChanged.connect(self._update_token_note)
-        self._update_token_note()
 
     def _url(self) -> str | None:
+        """The saved address (OLLAMA_HOST first); no keyring read, unlike the endpoint."""
         try:
-            return endpoint_from_settings(self.settings, env=self.env).url
+            return resolve_host(None, self.env.get("OLLAMA_HOST"), str(self.settings["host"]))
         except HostError:
             return None
 
@@ -329,18 +362,61 @@ class SettingsDialog(QDialog):
         self.forget_button.setVisible(stored)
 
     def _has_token(self, url: str) -> bool:
-        """Asked once per address: the note follows every keystroke in Host."""
-        if url not in self._stored:
-            self._stored[url] = secrets.get_token(url) is not None
-        return self._stored[url]
+        """What the keyring said for `url`; until it has answered, ask once typing pauses."""
+        if url not in self._stored and url not in self._looking_up:
+            self._lookup_timer.start()
+        return self._stored.get(url, False)
+
+    def _look_up_typed(self) -> None:
+        url = self._typed_url()
+        if url and url not in self._stored and url not in self._looking_up and secrets.available():
+            self._looking_up.add(url)
+            self._tasks.spawn(self._look_up(url), name="keyring-lookup")
+
+    async def _look_up(self, url: str) -> None:
+        try:
+            token = await self._keyring(secrets.get_token, url)
+        finally:
+            self._looking_up.discard(url)
+        self._stored[url] = token is not None
+        self._update_token_note()
 
     def forget_token(self) -> None:
         url = self._typed_url()
-        if url:
-            secrets.delete_token(url)
-            self._stored.pop(url, None)
-            self._token_forgotten = True
+        if url and not self._busy:
+            self._tasks.spawn(self._forget(url), name="keyring-forget")
+
+    async def _forget(self, url: str) -> None:
+        await self._keyring(secrets.delete_token, url)
+        self._stored[url] = False
+        self._token_forgotten = True
         self._update_token_note()
+
+    async def _keyring(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one keyring call on a worker thread, Save and Forget disabled meanwhile."""
+        self._set_busy(1)
+        try:
+            async with self._keyring_lock:
+                result = await asyncio.to_thread(call, *args, **kwargs)
+        except asyncio.CancelledError:
+            raise  # the dialog is gone: leave its widgets alone
+        except BaseException:
+            self._set_busy(-1)
+            raise
+        self._set_busy(-1)
+        return result
+
+    def _set_busy(self, step: int) -> None:
+        self._busy += step
+        busy = self._busy > 0
+        self.busy_note.setVisible(busy)
+        self.save_button.setEnabled(not busy)
+        self.forget_button.setEnabled(not busy)
+
+    @property
+    def busy(self) -> bool:
+        """A keyring call or a save is under way (or about to start)."""
+        return self._busy > 0 or self._saving or bool(self._looking_up)
 
     # -- actions ---------------------------------------------------------------------------------
     def restore_defaults(self) -> None:
@@ -374,8 +450,29 @@ class SettingsDialog(QDialog):
             errors["remote_token"] = secrets.NO_BACKEND
         return values, errors
 
-    def save(self) -> bool:
-        """Check, write, close; on any problem show it and keep the dialog open as typed."""
+    def _save_clicked(self) -> None:
+        if not self._saving:
+            self._tasks.spawn(self._save_and_report(), name="settings-save")
+
+    async def _save_and_report(self) -> None:
+        self.save_finished.emit(await self.save_async())
+
+    async def save_async(self) -> bool:
+        """Check, write, close; on any problem show it and keep the dialog open as typed.
+
+        Settings are written at once; the token then goes to the keyring off the GUI thread.
+        Closed meanwhile, the save still completes and is announced.
+        """
+        if self._saving:
+            return False
+        self._saving = True
+        self._lookup_timer.stop()  # a lookup still running finishes first (one call at a time)
+        try:
+            return await self._save()
+        finally:
+            self._saving = False
+
+    async def _save(self) -> bool:
         values, errors = self.errors()
         for name, field in self.fields.items():
             field.show_error(errors.get(name))
@@ -402,7 +499,7 @@ class SettingsDialog(QDialog):
         if token:
             url = self._url() or normalize_host(str(values["host"]))
             try:
-                warning = save_token(url, token)
+                warning = await self._keyring(save_token, url, token)
             except secrets.SecretStoreUnavailable as exc:
                 self.fields["remote_token"].show_error(f"{exc} The other settings were saved.")
                 self.tabs.setCurrentIndex(self._tab_of["remote_token"])
@@ -410,7 +507,8 @@ class SettingsDialog(QDialog):
                 return False
             token_changed = True
         self.saved.emit(SavedSettings(changed, token_changed, warning))
-        self.accept()
+        if self.isVisible():
+            self.accept()
         return True
 
     def _fail(self, text: str) -> None:
