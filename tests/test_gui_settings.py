@@ -32,25 +32,7 @@ from safeguard_desktop.ui.settings_dialog import SettingsDialog
 from tests.fake_ollama import FakeOllama
 from tests.gui_fixtures import *  # noqa: F403
 from tests.gui_fixtures import save_screenshot
-
-
-class MemoryKeyring(KeyringBackend):
-    """A keyring that forgets everything when the test ends."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
+from tests.keyrings import MemoryKeyring
 
 
 class SlowKeyring(MemoryKeyring):

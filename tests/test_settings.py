@@ -8,7 +8,6 @@ from pathlib import Path
 
 import keyring
 import pytest
-from keyring.backend import KeyringBackend
 
 from safeguard_desktop import secrets
 from safeguard_desktop.engine.endpoint import (
@@ -19,22 +18,7 @@ from safeguard_desktop.engine.endpoint import (
     token_warning,
 )
 from safeguard_desktop.settings import REGISTRY, Settings, SettingsError
-
-
-class MemoryKeyring(KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
+from tests.keyrings import MemoryKeyring
 
 
 @pytest.mark.parametrize(

@@ -31,12 +31,17 @@ def _shift(path: Path, keep: int) -> None:
             os.replace(older, _numbered(path, n + 1))
 
 
+def _due(path: Path, max_bytes: int) -> bool:
+    """The log exists and has reached the size at which it is rotated."""
+    try:
+        return path.stat().st_size >= max_bytes
+    except FileNotFoundError:
+        return False
+
+
 def rotate(path: Path, *, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> bool:
     """Before a start: move ollama.log to ollama.log.1 (and so on) when it is too big."""
-    try:
-        if path.stat().st_size < max_bytes:
-            return False
-    except FileNotFoundError:
+    if not _due(path, max_bytes):
         return False
     _shift(path, keep)
     os.replace(path, _numbered(path, 1))
@@ -45,10 +50,7 @@ def rotate(path: Path, *, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> bool:
 
 def rotate_in_place(path: Path, *, max_bytes: int = MAX_BYTES, keep: int = KEEP) -> bool:
     """While a child still writes: copy to ollama.log.1, then truncate the live file."""
-    try:
-        if path.stat().st_size < max_bytes:
-            return False
-    except FileNotFoundError:
+    if not _due(path, max_bytes):
         return False
     _shift(path, keep)
     shutil.copyfile(path, _numbered(path, 1))

@@ -101,6 +101,40 @@ class DeltaBuffer(QObject):
         return bool(self._parts)
 
 
+class SingleTask:
+    """The one long task a view runs at a time (a review, a re-run): start, cancel, wait."""
+
+    def __init__(self) -> None:
+        self._keeper = TaskKeeper()
+        self._task: asyncio.Task[Any] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        task = self._keeper.spawn(coro, name=name)
+        self._task = task
+        return task
+
+    def finished(self) -> None:
+        """Called from the task's own `finally`: from here on the view is idle."""
+        self._task = None
+
+    def cancel(self) -> bool:
+        """Cancel the running task; True when one was running."""
+        if not self.running:
+            return False
+        assert self._task is not None
+        self._task.cancel()
+        return True
+
+    async def wait(self, timeout: float = 10.0) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=timeout)
+
+
 def dialog_result(dialog: QDialog) -> asyncio.Future[int]:
     """Open `dialog` window-modally with `open()` and return a future of its result code.
 

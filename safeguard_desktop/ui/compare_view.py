@@ -35,7 +35,7 @@ from safeguard_desktop.qt import (
 )
 from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
 from safeguard_desktop.store.history import Review
-from safeguard_desktop.ui.async_utils import TaskKeeper
+from safeguard_desktop.ui.async_utils import SingleTask
 from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.history_model import local_time
 from safeguard_desktop.ui.reasoning_view import ReasoningView
@@ -135,8 +135,7 @@ class CompareView(QDialog):
         self.options_for = options_for
         self.choices = rerun_choices(review, stored_policy, policies)
         self.new_result: ReviewResult | None = None
-        self._tasks = TaskKeeper()
-        self._task: asyncio.Task[None] | None = None
+        self._task = SingleTask()
 
         self.picker = QComboBox(self)
         self.picker.setObjectName("rerunPolicy")
@@ -201,7 +200,7 @@ class CompareView(QDialog):
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task.running
 
     def choose(self, kind: str) -> bool:
         """Select the first choice of a kind ("stored", "current", "other")."""
@@ -237,20 +236,14 @@ class CompareView(QDialog):
         self.new_panel.set_running(options.model, options.effort or "medium")
         self.comparison.setText(f"Running · {self._sha_text(choice.policy)}…")
         self.new_result = None
-        self._task = self._tasks.spawn(self._run(choice.policy, content, options), name="rerun")
+        self._task.start(self._run(choice.policy, content, options), name="rerun")
         self._set_running(True)
 
     def cancel(self) -> bool:
-        if not self.running:
-            return False
-        assert self._task is not None
-        self._task.cancel()
-        return True
+        return self._task.cancel()
 
     async def wait_finished(self) -> None:
-        task = self._task
-        if task is not None and not task.done():
-            await asyncio.wait([task], timeout=10)
+        await self._task.wait()
 
     # --- internals ---------------------------------------------------------------------
 
@@ -313,6 +306,7 @@ class CompareView(QDialog):
             )
             return
         finally:
+            self._task.finished()
             self._set_running(False)
         self.new_result = result
         self._show_result(result, policy)

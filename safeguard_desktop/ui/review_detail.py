@@ -40,6 +40,7 @@ from safeguard_desktop.ui.stored_review import (
     show_texts,
     show_verdict,
 )
+from safeguard_desktop.ui.theme import titled_pane
 from safeguard_desktop.ui.verdict_panel import VerdictPanel, plain_label
 from safeguard_desktop.ui.wellness import MaskedArea, RevealState
 
@@ -110,15 +111,8 @@ class ReviewDetail(QWidget):
         self.tabs.addTab(self.policy_viewer, "Policy (this version)")
         self.tabs.addTab(self.provenance, "Provenance")
 
-        reasoning_box = QWidget(self)
-        col = QVBoxLayout(reasoning_box)
-        col.setContentsMargins(0, 0, 0, 0)
-        title = QLabel("Reasoning", reasoning_box)
-        title.setObjectName("paneTitle")
-        col.addWidget(title)
-        col.addWidget(self.reasoning, 1)
         texts = QSplitter(Qt.Orientation.Vertical, self)
-        texts.addWidget(reasoning_box)
+        texts.addWidget(titled_pane("Reasoning", self.reasoning, texts))
         texts.addWidget(self.tabs)
         texts.setStretchFactor(0, 3)
         texts.setStretchFactor(1, 2)

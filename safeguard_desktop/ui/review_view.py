@@ -33,11 +33,12 @@ from safeguard_desktop.qt import (
     Signal,
 )
 from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
-from safeguard_desktop.ui.async_utils import TaskKeeper
+from safeguard_desktop.ui.async_utils import SingleTask
 from safeguard_desktop.ui.content_editor import ContentEditor
 from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.policy_panel import PolicyPanel
 from safeguard_desktop.ui.reasoning_view import ContentPane, ReasoningView
+from safeguard_desktop.ui.theme import titled_pane
 from safeguard_desktop.ui.verdict_panel import VerdictPanel
 from safeguard_desktop.ui.wellness import MaskedArea, RevealState
 
@@ -54,8 +55,7 @@ class ReviewView(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.reveal = reveal
-        self._tasks = TaskKeeper()
-        self._task: asyncio.Task[None] | None = None
+        self._task = SingleTask()
         self._started = 0.0
         self._tokens = 0
         self._policy_sha: str | None = None
@@ -168,22 +168,8 @@ class ReviewView(QWidget):
     def _split_results(self) -> QWidget:
         """Reasoning above the rendered content, so a quote click shows both at once."""
         box = QSplitter(Qt.Orientation.Vertical, self)
-        reasoning_box = QWidget(box)
-        col = QVBoxLayout(reasoning_box)
-        col.setContentsMargins(0, 0, 0, 0)
-        title = QLabel("Reasoning", reasoning_box)
-        title.setObjectName("paneTitle")
-        col.addWidget(title)
-        col.addWidget(self.reasoning, 1)
-        content_box = QWidget(box)
-        col2 = QVBoxLayout(content_box)
-        col2.setContentsMargins(0, 0, 0, 0)
-        title2 = QLabel("Content as the model saw it", content_box)
-        title2.setObjectName("paneTitle")
-        col2.addWidget(title2)
-        col2.addWidget(self.content_mask, 1)
-        box.addWidget(reasoning_box)
-        box.addWidget(content_box)
+        box.addWidget(titled_pane("Reasoning", self.reasoning, box))
+        box.addWidget(titled_pane("Content as the model saw it", self.content_mask, box))
         box.setStretchFactor(0, 3)
         box.setStretchFactor(1, 2)
         box.setChildrenCollapsible(False)
@@ -193,7 +179,7 @@ class ReviewView(QWidget):
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task.running
 
     def focus_editor(self) -> None:
         self.editor.editor.setFocus(Qt.FocusReason.OtherFocusReason)
@@ -264,7 +250,7 @@ class ReviewView(QWidget):
         self.verdict.set_running(options.model, options.effort or "medium")
         self._started = time.monotonic()
         self._tokens = 0
-        self._task = self._tasks.spawn(self._run(policy, content, options), name="review")
+        self._task.start(self._run(policy, content, options), name="review")
         self.cancel_button.setEnabled(True)
         self.classify_button.setEnabled(False)
         self._progress.start()
@@ -272,16 +258,10 @@ class ReviewView(QWidget):
 
     def cancel(self) -> bool:
         """Cancel the running review; True when one was running."""
-        if not self.running:
-            return False
-        assert self._task is not None
-        self._task.cancel()
-        return True
+        return self._task.cancel()
 
     async def wait_finished(self) -> None:
-        task = self._task
-        if task is not None and not task.done():
-            await asyncio.wait([task], timeout=10)
+        await self._task.wait()
 
     # --- the review ------------------------------------------------------------------
 
@@ -305,7 +285,7 @@ class ReviewView(QWidget):
             self._show_result(result, policy)
         finally:
             self._progress.stop()
-            self._task = None
+            self._task.finished()
             self.cancel_button.setEnabled(False)
             self.classify_button.setEnabled(True)
             self.last_result = result

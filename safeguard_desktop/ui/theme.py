@@ -16,9 +16,12 @@ from safeguard_desktop.qt import (
     QColor,
     QGuiApplication,
     QIcon,
+    QLabel,
     QPalette,
     QStyleFactory,
     Qt,
+    QVBoxLayout,
+    QWidget,
 )
 
 log = logging.getLogger("safeguard.ui")
@@ -203,3 +206,15 @@ def repolish(widget: object) -> None:
     style = widget.style()  # type: ignore[attr-defined]
     style.unpolish(widget)
     style.polish(widget)
+
+
+def titled_pane(title: str, widget: QWidget, parent: QWidget) -> QWidget:
+    """A pane title above `widget`, with no margins: the look every text pane shares."""
+    box = QWidget(parent)
+    col = QVBoxLayout(box)
+    col.setContentsMargins(0, 0, 0, 0)
+    label = QLabel(title, box)
+    label.setObjectName("paneTitle")
+    col.addWidget(label)
+    col.addWidget(widget, 1)
+    return box
