@@ -19,6 +19,7 @@ import httpx
 import ollama
 import pytest
 
+from safeguard_desktop.core.prompt import system_prompt
 from tests.fake_ollama import FakeOllama, Scenario, parse_ollama_host
 
 MODEL = "gpt-oss-safeguard:20b"
@@ -103,14 +104,140 @@ def test_non_streamed_reply_equals_the_joined_stream(fake: FakeOllama) -> None:
 
 def test_answer_format_follows_the_policy(fake: FakeOllama) -> None:
     fake.reasoning_tokens = 20
-    parts = run_chat(fake.url, messages=chat_messages("You are an idiot", JSON_POLICY), think=False)
-    assert not any(p.message.thinking for p in parts)
+    parts = run_chat(fake.url, messages=chat_messages("You are an idiot", JSON_POLICY), think="low")
     verdict = json.loads(answer(parts))
     assert verdict["violation"] == 1 and verdict["rule_ids"] == ["H2.f"]
+    assert "rationale" not in verdict  # the policy does not ask for one
     labelled = run_chat(
         fake.url, messages=chat_messages("hello", "Label VALID or INVALID. R0 fine. R2 bad.")
     )
     assert answer(labelled) == "VALID"
+
+
+APP_POLICY = (
+    "# Pets\n\nP0 Talking about pets is fine, and so is sharing JSON files of pet names.\n"
+    "P2.a Insults aimed at a person.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "labels", "expected"),
+    [
+        (None, None, "1"),
+        ("binary", ("KEEP", "REMOVE"), "REMOVE"),
+        ("json", None, {"violation", "policy_category", "rule_ids", "confidence"}),
+        (
+            "json-rationale",
+            None,
+            {"violation", "policy_category", "rule_ids", "confidence", "rationale"},
+        ),
+    ],
+)
+def test_answer_follows_the_instruction_the_app_appends(
+    fake: FakeOllama, output: str | None, labels: tuple[str, str] | None, expected: object
+) -> None:
+    """No `format`: JSON only when the system message asks for it (not because it says JSON)."""
+    system = system_prompt(APP_POLICY, output=output, labels=labels, states_output=False)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "you idiot"}]
+    reply = answer(run_chat(fake.url, messages=messages, think="low"))
+    if isinstance(expected, set):
+        verdict = json.loads(reply)
+        assert set(verdict) == expected and verdict["violation"] == 1
+        assert verdict["rule_ids"] == ["P2.a"]
+    else:
+        assert reply == expected
+
+
+def test_format_constrains_the_answer_to_json(fake: FakeOllama) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "violation": {"type": "integer", "enum": [0, 1]},
+            "rule_ids": {"type": "array", "items": {"type": "string"}},
+            "severity": {"type": "string"},
+            "rationale": {"type": "string"},
+        },
+        "required": ["violation", "rule_ids", "severity"],
+    }
+    messages = chat_messages("Buy now!")  # a 1/0 policy: only `format` makes the answer JSON
+    parts = run_chat(fake.url, messages=messages, format=schema, think="low")
+    assert reasoning(parts)  # the reasoning is not constrained
+    assert json.loads(answer(parts)) == {"violation": 1, "rule_ids": ["SP2.a"], "severity": ""}
+    as_json = json.loads(answer(run_chat(fake.url, messages=messages, format="json")))
+    assert as_json["violation"] == 1
+    assert answer(run_chat(fake.url, messages=messages, format="")) == "1"  # "" means unset
+
+
+def test_invalid_format_fails_when_the_answer_starts(fake: FakeOllama) -> None:
+    fake.reasoning_tokens = 10
+    body = {"model": MODEL, "messages": chat_messages("x"), "format": "yaml", "think": "low"}
+    with httpx.stream("POST", f"{fake.url}/api/chat", json=body, timeout=5) as response:
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert response.status_code == 200
+    assert all(line["message"]["thinking"] for line in lines[:-1])
+    assert lines[-1] == {
+        "error": 'invalid format: "\\"yaml\\""; expected "json" or a valid JSON Schema object'
+    }
+
+
+@pytest.mark.parametrize(
+    ("think", "error"),
+    [
+        (
+            "extreme",
+            'invalid think value: "extreme" (must be "high", "medium", "low", true, or false)',
+        ),
+        ("", 'invalid think value: "" (must be "high", "medium", "low", true, or false)'),
+        (1, 'think must be a boolean or string ("high", "medium", "low", true, or false)'),
+        (
+            {"level": "low"},
+            'think must be a boolean or string ("high", "medium", "low", true, or false)',
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/chat", "/api/generate"])
+def test_invalid_think_is_a_400_like_ollama(
+    fake: FakeOllama, path: str, think: object, error: str
+) -> None:
+    body = {"model": MODEL, "messages": chat_messages("x"), "prompt": "x", "think": think}
+    response = httpx.post(f"{fake.url}{path}", json=body, timeout=5)
+    assert response.status_code == 400
+    assert response.json() == {"error": error}
+    # Request binding fails before the model is looked up.
+    missing = httpx.post(f"{fake.url}{path}", json={**body, "model": "nope:1b"}, timeout=5)
+    assert missing.status_code == 400 and missing.json() == {"error": error}
+
+
+@pytest.mark.parametrize("think", [None, False, True, "low", "medium", "high"])
+def test_gpt_oss_always_reasons(fake: FakeOllama, think: object) -> None:
+    """gpt-oss accepts booleans but ignores them: the trace cannot be turned off."""
+    fake.reasoning_tokens = 10
+    kwargs = {} if think is None else {"think": think}
+    parts = run_chat(fake.url, messages=chat_messages("hello"), **kwargs)
+    assert reasoning(parts) and answer(parts) == "0"
+
+
+def test_other_families_take_booleans_but_no_levels(fake: FakeOllama) -> None:
+    fake.add_model("qwen3:8b", family="qwen3")
+    fake.reasoning_tokens = 10
+    thinks = run_chat(fake.url, model="qwen3:8b", messages=chat_messages("hello"), think=True)
+    assert reasoning(thinks) and answer(thinks) == "0"
+    quiet = run_chat(fake.url, model="qwen3:8b", messages=chat_messages("hello"), think=False)
+    assert not reasoning(quiet) and answer(quiet) == "0"
+    body = {"model": "qwen3:8b", "messages": chat_messages("hello"), "think": "low"}
+    response = httpx.post(f"{fake.url}/api/chat", json=body, timeout=5)
+    assert response.status_code == 400
+    assert response.json() == {"error": 'think value "low" is not supported for this model'}
+
+
+def test_model_without_thinking_rejects_think(fake: FakeOllama) -> None:
+    fake.add_model("plain:1b", capabilities=("completion",))
+    body = {"model": "plain:1b", "messages": chat_messages("hello"), "think": "low"}
+    response = httpx.post(f"{fake.url}/api/chat", json=body, timeout=5)
+    assert response.status_code == 400
+    assert response.json() == {"error": '"plain:1b" does not support thinking'}
+    parts = run_chat(fake.url, model="plain:1b", messages=chat_messages("hello"))
+    assert not reasoning(parts) and answer(parts) == "0"
 
 
 def test_scripted_scenarios_are_consumed_in_order(fake: FakeOllama) -> None:
@@ -135,6 +262,15 @@ def test_error_line_inside_the_stream_raises(fake: FakeOllama) -> None:
     fake.script(Scenario(thinking="a b c d e f g h", error_after=2, error_message="GPU fell over"))
     with pytest.raises(ollama.ResponseError, match="GPU fell over"):
         run_chat(fake.url, messages=chat_messages("x"))
+
+
+def test_error_before_the_first_line_is_a_plain_500(fake: FakeOllama) -> None:
+    fake.script(Scenario(thinking="a b c", error_after=0, error_message="GPU fell over"))
+    body = {"model": MODEL, "messages": chat_messages("x")}
+    response = httpx.post(f"{fake.url}/api/chat", json=body, timeout=5)
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"error": "GPU fell over"}
 
 
 def test_scripted_status_is_returned_at_once(fake: FakeOllama) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,62 @@ from .server import Scenario, parse_keep_alive
 from .slots import MAX_QUEUE_ERROR, QueueFull, Stopped
 
 MAX_BATCH = 256
+THINK_LEVELS = ("high", "medium", "low")
+# Models whose chat template is gpt-oss's "harmony" format (Ollama: shouldUseHarmony).
+HARMONY_FAMILIES = frozenset({"gptoss"})
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_GO_ESCAPES.update({"\v": "\\v", "\\": "\\\\", '"': '\\"'})
+
+
+def go_quote(text: str) -> str:
+    """Go's %q (strconv.Quote) of a string, as Ollama's error messages spell values."""
+    out = []
+    for ch in text:
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def think_error(value: Any) -> str | None:
+    """The 400 message Ollama's request binding gives for a bad `think` (api.ThinkValue).
+
+    Ollama 0.12.10, api/types.go ThinkValue.UnmarshalJSON: booleans and "high"/"medium"/"low"
+    bind; any other string or type fails ShouldBindJSON and ChatHandler/GenerateHandler answer
+    400 {"error": err.Error()} before even looking the model up. null means "not set".
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if value in THINK_LEVELS:
+            return None
+        return (
+            f"invalid think value: {go_quote(value)} "
+            '(must be "high", "medium", "low", true, or false)'
+        )
+    return 'think must be a boolean or string ("high", "medium", "low", true, or false)'
+
+
+def parse_format(value: Any) -> tuple[str | dict[str, Any] | None, str | None]:
+    """(format, error): "json", a schema object or None (unset), else Ollama's error message.
+
+    Ollama 0.12.10, llm/server.go Completion: null and "" mean unset, "json" is JSON mode,
+    anything starting with "{" is a JSON schema, the rest fails with this message (the raw
+    JSON of the field, %q-quoted).
+    """
+    if value is None or value == "":
+        return None, None
+    if value == "json" or isinstance(value, dict):
+        return value, None
+    raw = json.dumps(value, separators=(",", ":"))
+    return None, (f'invalid format: {go_quote(raw)}; expected "json" or a valid JSON Schema object')
 
 
 def created_at() -> str:
@@ -22,6 +79,10 @@ def created_at() -> str:
 
 
 def handle_chat(h: Handler, body: dict[str, Any]) -> None:
+    bad_think = think_error(body.get("think"))
+    if bad_think is not None:
+        h.send_error_json(400, bad_think)
+        return
     messages = body.get("messages") or []
     if not isinstance(messages, list):
         h.send_error_json(400, "messages must be a list")
@@ -30,6 +91,10 @@ def handle_chat(h: Handler, body: dict[str, Any]) -> None:
 
 
 def handle_generate(h: Handler, body: dict[str, Any]) -> None:
+    bad_think = think_error(body.get("think"))
+    if bad_think is not None:
+        h.send_error_json(400, bad_think)
+        return
     prompt = body.get("prompt") or ""
     messages: list[dict[str, Any]] = []
     if body.get("system"):
@@ -65,6 +130,7 @@ def _handle(h: Handler, body: dict[str, Any], kind: str, messages: list[dict[str
         return
     think = body.get("think")
     if think not in (None, False) and "thinking" not in entry.capabilities:
+        # Any valid level counts as "on" (ThinkValue.Bool); checked before loading.
         h.send_error_json(400, f'"{name}" does not support thinking')
         return
     options = body.get("options") if isinstance(body.get("options"), dict) else {}
@@ -81,6 +147,10 @@ def _handle(h: Handler, body: dict[str, Any], kind: str, messages: list[dict[str
         final = _line(kind, name, "content", "", True)
         final["done_reason"] = "unload" if unload_after else "load"
         h.send_json(200, final)
+        return
+    if isinstance(think, str) and entry.family not in HARMONY_FAMILIES:
+        # routes.go: levels are only for harmony (gpt-oss) models; checked after the prompt.
+        h.send_error_json(400, f"think value {go_quote(think)} is not supported for this model")
         return
 
     scenario = fake.next_scenario(entry.name)
@@ -127,42 +197,58 @@ def _run(
     if delay > 0 and fake.stopping.wait(delay):
         h.drop()
 
+    answer_format, format_error = parse_format(body.get("format"))
     if scenario is not None:
         reply = Reply(thinking=scenario.thinking, content=scenario.content)
     else:
         reply = default_reply(
-            messages, reasoning_tokens=fake.reasoning_tokens, as_json=bool(body.get("format"))
+            messages, reasoning_tokens=fake.reasoning_tokens, answer_format=answer_format
         )
     think = body.get("think")
-    with_thinking = think is None or bool(think) or isinstance(think, str)
+    if "thinking" not in entry.capabilities:
+        with_thinking = False
+    elif entry.family in HARMONY_FAMILIES:
+        # gpt-oss always reasons: true/false are ignored, only the level changes ("the trace
+        # cannot be fully disabled", docs/capabilities/thinking.mdx).
+        with_thinking = True
+    else:
+        with_thinking = think is None or bool(think)
     tokens = [("thinking", t) for t in tokenize(reply.thinking)] if with_thinking else []
     tokens += [("content", t) for t in tokenize(reply.content)]
     error_after = scenario.error_after if scenario is not None else None
     drop_after = scenario.drop_after if scenario is not None else None
     failure: str | None = None
+    error_message = scenario.error_message if scenario is not None else ""
     cut = len(tokens)
     if drop_after is not None and (error_after is None or drop_after <= error_after):
         failure, cut = "drop", drop_after
     elif error_after is not None:
         failure, cut = "error", error_after
+    elif format_error is not None:
+        # Thinking streams unconstrained; the format is applied (and fails) when the answer
+        # starts, so the error follows the reasoning (routes.go structured outputs restart).
+        failure, cut, error_message = "error", sum(f == "thinking" for f, _ in tokens), format_error
     limit = min(len(tokens), max(0, cut))
     rate = max(float(fake.token_rate), 1e-3)
     prompt_count = sum(count_tokens(str(m.get("content") or "")) for m in messages)
 
     stream = body.get("stream") is not False
-    if stream:
+    # Ollama writes the 200 status with its first line: a failure before any line is a plain
+    # HTTP error (streamResponse: 500 JSON) or a connection closed without a response.
+    streaming = stream and (limit > 0 or failure is None)
+    if streaming:
         h.start_stream()
         _paced(h, kind, name, tokens[:limit], rate)
     elif limit and fake.stopping.wait(limit / rate):
         h.drop()
     if failure == "drop":
         h.drop()
-    if failure == "error" and scenario is not None:
-        if stream:
-            h.write_lines([{"error": scenario.error_message}])
+    if failure == "error":
+        if streaming:
+            h.write_lines([{"error": error_message}])
             h.end_stream()
         else:
-            h.send_error_json(500, scenario.error_message)
+            h.send_error_json(500, error_message)
         return
 
     eval_ns = int(len(tokens) / rate * 1e9)

@@ -107,6 +107,7 @@ def make_entry(
     size: int | None = None,
     digest: str | None = None,
     capabilities: Sequence[str] = ("completion", "thinking"),
+    family: str = "gptoss",
 ) -> ModelEntry:
     """A model entry with realistic defaults for a gpt-oss(-safeguard) tag."""
     name = normalize(name)
@@ -116,6 +117,7 @@ def make_entry(
         size=size,
         digest=(digest or fake_digest(name, "manifest")).removeprefix("sha256:"),
         capabilities=tuple(capabilities),
+        family=family,
         layers=layers_for(name, size),
     )
 

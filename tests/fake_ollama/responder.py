@@ -111,30 +111,118 @@ def _reasoning(quote: str, rule: str | None, violating: bool, size: int) -> str:
     return "".join(parts) + tail
 
 
-def _answer(policy: str, rule: str | None, violating: bool, quote: str, as_json: bool) -> str:
-    if as_json or "json" in policy.lower():
-        return json.dumps(
-            {
-                "violation": 1 if violating else 0,
-                "policy_category": _category(policy) if violating else "none",
-                "rule_ids": [rule] if violating and rule else [],
-                "confidence": "high",
-                "rationale": (
-                    f'The content says "{quote}", which {rule or "the policy"} prohibits.'
-                    if violating
-                    else "The content does not match any prohibited behaviour."
-                ),
-            }
+# What a model following the system message would output. The app appends one of three
+# instructions (safeguard_desktop.core.prompt): "Answer with a single character: 1 ... 0",
+# "Answer with exactly one word: <violation> if the content violates this policy, <safe> if it
+# does not" or "Answer with one JSON object and nothing else"; a policy may state its own.
+_JSON_ASKED = re.compile(
+    r"\b(?:answer|respond|reply|return|output|format|produce|emit)\b[^\n]{0,80}?\bjson\b",
+    re.IGNORECASE,
+)
+_LABEL_ASKED = re.compile(
+    r"one word:\s*[\"'`]?([\w-]+)[\"'`]? if the content violates[^,\n]*,\s*"
+    r"[\"'`]?([\w-]+)[\"'`]? if it does not"
+)
+_LABEL_PAIRS = (("INVALID", "VALID"), ("UNSAFE", "SAFE"))
+
+
+def asks_for_json(policy: str) -> bool:
+    """True when the system message tells the model to answer with JSON."""
+    return _JSON_ASKED.search(policy) is not None
+
+
+def asked_labels(policy: str) -> tuple[str, str] | None:
+    """(violation, safe) label words the system message asks for, if any."""
+    match = _LABEL_ASKED.search(policy)
+    if match:
+        return match.group(1), match.group(2)
+    for violation, safe in _LABEL_PAIRS:
+        if re.search(rf"\b{violation}\b", policy) and re.search(rf"\b{safe}\b", policy):
+            return violation, safe
+    return None
+
+
+def _placeholder(spec: Any) -> Any:
+    """A value of the type a JSON-schema property asks for (what constrained decoding allows)."""
+    if not isinstance(spec, dict):
+        return None
+    if isinstance(spec.get("enum"), list) and spec["enum"]:
+        return spec["enum"][0]
+    kind = spec.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    return {
+        "string": "",
+        "integer": 0,
+        "number": 0,
+        "boolean": False,
+        "array": [],
+        "object": {},
+    }.get(str(kind))
+
+
+def _json_answer(fields: dict[str, Any], policy: str, schema: dict[str, Any] | None) -> str:
+    """The verdict object: the schema's properties when one constrains the output.
+
+    Optional properties (and "rationale" without a schema) appear only when the system message
+    names them, as a model following its instructions would do.
+    """
+    mentioned = policy.lower()
+    properties = schema.get("properties") if schema is not None else None
+    if isinstance(properties, dict):
+        required = set(schema.get("required") or []) if schema is not None else set()
+        out = {
+            key: fields[key] if key in fields else _placeholder(spec)
+            for key, spec in properties.items()
+            if key in required or key.lower() in mentioned
+        }
+        return json.dumps(out)
+    keys = ["violation", "policy_category", "rule_ids", "confidence"]
+    if "rationale" in mentioned:
+        keys.append("rationale")
+    return json.dumps({key: fields[key] for key in keys})
+
+
+def _answer(
+    policy: str,
+    rule: str | None,
+    violating: bool,
+    quote: str,
+    answer_format: str | dict[str, Any] | None,
+) -> str:
+    if answer_format is not None or asks_for_json(policy):
+        fields = {
+            "violation": 1 if violating else 0,
+            "policy_category": _category(policy) if violating else "none",
+            "rule_ids": [rule] if violating and rule else [],
+            "confidence": "high",
+            "rationale": (
+                f'The content says "{quote}", which {rule or "the policy"} prohibits.'
+                if violating
+                else "The content does not match any prohibited behaviour."
+            ),
+        }
+        return _json_answer(
+            fields, policy, answer_format if isinstance(answer_format, dict) else None
         )
-    if "INVALID" in policy and "VALID" in policy.replace("INVALID", ""):
-        return "INVALID" if violating else "VALID"
+    labels = asked_labels(policy)
+    if labels is not None:
+        return labels[0] if violating else labels[1]
     return "1" if violating else "0"
 
 
 def default_reply(
-    messages: Sequence[Mapping[str, Any]], *, reasoning_tokens: int, as_json: bool = False
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    reasoning_tokens: int,
+    answer_format: str | dict[str, Any] | None = None,
 ) -> Reply:
-    """Classify the last user message against the system policy, deterministically."""
+    """Classify the last user message against the system policy, deterministically.
+
+    `answer_format` is the request's valid `format` ("json" or a JSON schema), None when unset:
+    with it the answer is JSON (constrained decoding); without it the answer follows the system
+    message (JSON only when it asks for JSON, else its label words, else 1/0).
+    """
     policy, content = split_messages(messages)
     trigger = find_trigger(content)
     violating = trigger is not None
@@ -144,4 +232,4 @@ def default_reply(
         quote = content.split()[0]
     rule = pick_rule(policy, violating)
     thinking = _reasoning(quote, rule, violating, reasoning_tokens)
-    return Reply(thinking=thinking, content=_answer(policy, rule, violating, quote, as_json))
+    return Reply(thinking=thinking, content=_answer(policy, rule, violating, quote, answer_format))

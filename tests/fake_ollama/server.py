@@ -283,9 +283,14 @@ class FakeOllama:
         size: int | None = None,
         digest: str | None = None,
         capabilities: Sequence[str] = ("completion", "thinking"),
+        family: str = "gptoss",
     ) -> None:
-        """Install a model (size defaults to the real size of known gpt-oss tags)."""
-        self.registry.add(make_entry(name, size, digest, capabilities))
+        """Install a model (size defaults to the real size of known gpt-oss tags).
+
+        `family` "gptoss" gets gpt-oss behaviour (harmony: think levels, always reasons); any
+        other family thinks only when `think` is unset or true and rejects levels.
+        """
+        self.registry.add(make_entry(name, size, digest, capabilities, family))
 
     def remove_model(self, name: str) -> None:
         """Uninstall a model (and unload it)."""
