@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from safeguard_desktop import __version__, paths
 from safeguard_desktop.cli import (
@@ -25,6 +26,8 @@ from safeguard_desktop.cli.terminal import SafeStream
 
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd]
+# Top-level options also accepted after any subcommand (`--version` stays top-level only).
+GLOBAL_DESTS = ("data_dir", "verbose", "host")
 
 log = logging.getLogger("safeguard.cli")
 
@@ -42,13 +45,58 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
+    shared = [a for a in parser._actions if a.dest in GLOBAL_DESTS]
+    for subparser in _subparsers(parser):
+        _add_global_options(subparser, shared)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below `parser`, at any depth (each once, even when it has aliases)."""
+    found: list[argparse.ArgumentParser] = []
+    seen: set[int] = set()
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        for action in current._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                continue
+            for child in action.choices.values():
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    found.append(child)
+                    stack.append(child)
+    return found
+
+
+def _add_global_options(parser: argparse.ArgumentParser, shared: list[argparse.Action]) -> None:
+    """Accept the top-level options (`--data-dir`, `-v`, `--host`) after a subcommand too.
+
+    The copies default to SUPPRESS: argparse copies every default of a subcommand's
+    namespace over the parent's, so a real default would reset a value given before the
+    subcommand. Option strings a subcommand already defines (its own --host) are kept.
+    """
+    known = parser._option_string_actions
+    group: argparse._ArgumentGroup | None = None
+    for action in shared:
+        missing = [flag for flag in action.option_strings if flag not in known]
+        if not missing:
+            continue
+        if group is None:
+            group = parser.add_argument_group("global options")
+        kwargs: dict[str, Any] = {"dest": action.dest, "help": action.help}
+        if isinstance(action, argparse._StoreTrueAction):
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["metavar"] = action.metavar
+        group.add_argument(*missing, default=argparse.SUPPRESS, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.data_dir:
-        paths.set_data_dir(args.data_dir)
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir:
+        paths.set_data_dir(data_dir)
     try:
         data = paths.data_dir()
     except OSError as exc:
@@ -58,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    setup_logging(verbose=args.verbose)
+    setup_logging(verbose=bool(getattr(args, "verbose", False)))
     if not args.command:
         from safeguard_desktop.app import run_gui
 
