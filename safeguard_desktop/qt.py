@@ -6,14 +6,13 @@ finds), so this module does both in that order.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 
 os.environ.setdefault("QT_API", "pyside6")
 
-import PySide6  # before qasync, which picks the binding already imported (and QT_API)
+import PySide6  # noqa: F401  (before qasync, which picks the binding already imported)
 import qasync
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -31,7 +30,6 @@ from PySide6.QtCore import (
     QSettings,
     QSize,
     Qt,
-    QTimer,
     QUrl,
     Signal,
     Slot,
@@ -106,26 +104,46 @@ from PySide6.QtWidgets import (
 )
 
 
-def _guard_singleton_refcounts() -> bool:
-    """Work around PySide6 >= 6.12 (abi3 wheel) on Python < 3.12.
+class QTimer(QtCore.QTimer):
+    """QTimer whose single shots always have a context object.
 
-    Those wheels assume Python 3.12's immortal None/True/False: every Python call of a void
-    Qt method drops a reference to None and every signal emit() one to True, so after some
-    thousand calls CPython aborts ("none_dealloc" / "bool_dealloc"). Giving the three
-    singletons a huge reference count makes them immortal here too; they are never freed
-    anyway. Measured on PySide6 6.12.0 + CPython 3.11.7; 6.11.3 does not have the bug.
+    `QTimer.singleShot(ms, callback)` without a context fires even after the widget the
+    callback touches is gone ("Internal C++ object already deleted"), possibly in another
+    test or view. Here the context is required: the timer is its child and dies with it.
+    Pending single shots can be listed (`pending_single_shots`), which the test suite uses to
+    fail a test that leaves one behind.
     """
-    if sys.version_info >= (3, 12) or tuple(PySide6.__version_info__[:2]) < (6, 12):
-        return False
-    for singleton in (None, True, False):
-        ctypes.c_ssize_t.from_address(id(singleton)).value += 1 << 40  # ob_refcnt
-    return True
+
+    @staticmethod
+    def singleShot(msec: int, context: object, functor: object = None) -> None:  # type: ignore[override]
+        if functor is None or not isinstance(context, QtCore.QObject):
+            raise TypeError(
+                "QTimer.singleShot(ms, context, callback): pass the QObject the callback "
+                "belongs to, so the timer dies with it"
+            )
+        timer = QtCore.QTimer(context)
+        timer.setSingleShot(True)
+        timer.timeout.connect(functor)
+        timer.timeout.connect(timer.deleteLater)
+        timer.start(int(msec))
+        _prune_single_shots()
+        _SINGLE_SHOTS.append(timer)
 
 
-SINGLETONS_GUARDED = _guard_singleton_refcounts()
+_SINGLE_SHOTS: list[QtCore.QTimer] = []
+
+
+def _prune_single_shots() -> None:
+    _SINGLE_SHOTS[:] = [t for t in _SINGLE_SHOTS if shiboken6.isValid(t) and t.isActive()]
+
+
+def pending_single_shots() -> list[str]:
+    """Single shots still waiting to fire, named by their context object's class."""
+    _prune_single_shots()
+    return [f"{type(t.parent()).__name__} in {t.remainingTime()} ms" for t in _SINGLE_SHOTS]
+
 
 __all__ = [
-    "SINGLETONS_GUARDED",
     "QAbstractItemView",
     "QAbstractTableModel",
     "QAction",
@@ -212,5 +230,6 @@ __all__ = [
     "QtWidgets",
     "Signal",
     "Slot",
+    "pending_single_shots",
     "qasync",
 ]

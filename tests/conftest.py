@@ -36,3 +36,27 @@ def _collect_on_main_thread_only():
 def _collect_after_each_test():
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _no_single_shot_outlives_its_test():
+    """Fail a test that leaves a QTimer.singleShot pending once its widgets are deleted.
+
+    Set up before, so torn down after, every other fixture of the test (autouse fixtures
+    without dependencies come first): windows are closed and deleteLater'd by then.
+    """
+    yield
+    import sys
+
+    qt = sys.modules.get("safeguard_desktop.qt")
+    if qt is None:
+        return
+    app = qt.QApplication.instance()
+    if app is not None:
+        qt.QApplication.sendPostedEvents(None, qt.QEvent.Type.DeferredDelete)
+    pending = qt.pending_single_shots()
+    if pending:
+        pytest.fail(
+            "QTimer.singleShot still pending after the test (its context widget is alive): "
+            + ", ".join(pending)
+        )

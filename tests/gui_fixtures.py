@@ -52,6 +52,16 @@ def qloop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
     try:
         yield loop
     finally:
+        # Windows and views are shut down by now (their fixtures end first): a task still
+        # running would touch widgets of a later test, so it fails this one.
+        # (Not counted: asyncio's own finalizers of abandoned async generators, such as the
+        # body of an HTTP stream closed mid-way, which the loop schedules when they are
+        # dropped; they are awaited below like the rest.)
+        leftover = [
+            t
+            for t in asyncio.all_tasks(loop)
+            if not t.done() and type(t.get_coro()).__name__ != "async_generator_athrow"
+        ]
         pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in pending:
             task.cancel()
@@ -67,6 +77,17 @@ def qloop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
         loop.close()
         asyncio.set_event_loop(None)
         collector.stop()  # collects on this (the Qt) thread
+    if leftover:
+        pytest.fail(
+            "tasks still pending at teardown (cancel them with their widget): "
+            + ", ".join(_describe(t) for t in leftover)
+        )
+
+
+def _describe(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", None) or repr(coro)
+    return f"{task.get_name()} ({name})"
 
 
 def run_async(qtbot: Any, coro: Coroutine[Any, Any, Any], timeout: int = 10_000) -> Any:

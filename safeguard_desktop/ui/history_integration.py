@@ -91,7 +91,9 @@ class HistoryIntegration:
             f"Retention: {count:,} {noun} older than {days} days deleted",
             "Set by Settings → History → retention_days (0 keeps everything).",
         )
-        QTimer.singleShot(RETENTION_NOTE_MS, lambda: self.window.set_status("retention", ""))
+        QTimer.singleShot(
+            RETENTION_NOTE_MS, self.window, lambda: self.window.set_status("retention", "")
+        )
         if count:
             self.view.refresh()
         return count
@@ -128,5 +130,5 @@ def install(window: MainWindow, ctx: AppContext) -> HistoryIntegration:
     menu.addAction(view.delete_action)
     window.review.review_finished.connect(lambda _result: view.refresh())
     window.on_quit.append(integration.shutdown)
-    QTimer.singleShot(0, integration.start)
+    QTimer.singleShot(0, window, integration.start)
     return integration

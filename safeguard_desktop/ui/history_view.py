@@ -382,7 +382,7 @@ class HistoryView(QWidget):
             width = self.splitter.width()
             self.splitter.setSizes([int(width * TABLE_SHARE), width - int(width * TABLE_SHARE)])
         if self._dirty:
-            QTimer.singleShot(0, self.refresh)
+            QTimer.singleShot(0, self, self.refresh)
 
     def _query_changed(self, query: Query) -> None:
         self.message.dismiss()

@@ -225,7 +225,7 @@ class MainWindow(QMainWindow):
         if self.isVisible():
             self.activateWindow()  # without a window manager nobody else gives us the focus
         self.review.focus_editor()
-        QTimer.singleShot(0, self.review.focus_editor)
+        QTimer.singleShot(0, self, self.review.focus_editor)
 
     def request_quit(self) -> None:
         self.close()

@@ -440,7 +440,7 @@ def install(window: MainWindow, ctx: AppContext) -> ServerIntegration:
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # called before the loop runs: begin on its first turn
-        QTimer.singleShot(0, integration.start)
+        QTimer.singleShot(0, window, integration.start)
     else:
         integration.start()
     return integration
