@@ -2,8 +2,10 @@
 
 Three kinds are marked: rule ids (link to the policy section), phrases the
 reasoning quotes from the content (same colour in both panes), and decision
-phrases ("violates", "does not violate"). Everything is plain offsets so the UI,
-the CLI and the Markdown export can all use it.
+phrases ("violates", "does not violate", "unsafe", the policy's own labels). Rule
+ids and decision phrases come from ``vocabulary``, so every word that decides a
+verdict in the parser is marked here. Everything is plain offsets so the UI, the
+CLI and the Markdown export can all use it.
 
 Overlaps in the reasoning: spans never overlap. A quote span wins over a rule or
 decision span that touches it (the inner one is dropped), and a rule span wins
@@ -18,6 +20,8 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from safeguard_desktop.core.vocabulary import DECISION_RE, RULE_ID_RE, label_pattern
 
 SpanKind = Literal["rule", "quote", "decision"]
 
@@ -69,20 +73,8 @@ _QUOTED = re.compile(
     r"|`(?P<tick>[^`\n]{1,500})`"
     r"|(?<!\w)'(?P<single>(?:[^'\"\n]|'(?=\w)){1,500}?)'(?!\w)"
 )
-# Any id-shaped token when the policy's ids are unknown: SP3, SP3.a, HS2.b, R1.
-_ANY_RULE_ID = re.compile(
-    r"(?<![A-Za-z0-9_])[A-Z]{1,4}\d{1,4}(?:\.[A-Za-z0-9]{1,3})?(?![A-Za-z0-9_])"
-)
-# Negated forms are listed first and start earlier, so they win over "violate" inside them.
-_DECISION = re.compile(
-    r"(?<![\w-])(?:(?P<does_not_violate>"
-    r"(?:(?:does|do|did|would|will|is|was|are)\s+)?(?:not|never)\s+(?:a\s+)?violat\w*"
-    r"|\w+n['’]t\s+(?:a\s+)?violat\w*|cannot\s+violate|without\s+violating"
-    r"|no\s+violations?|non-violating|is\s+allowed|is\s+safe|compliant)"
-    r"|(?P<violates>violat(?:es|e|ed|ing|ion|ions)|non-?compliant|not\s+compliant"
-    r"|not\s+allowed))(?![\w-])",
-    re.IGNORECASE,
-)
+# The key of a decision span for each side of the verdict.
+_DECISION_KEYS: dict[str, str] = {"safe": "does_not_violate", "violation": "violates"}
 
 
 def _is_word(char: str) -> bool:
@@ -191,18 +183,31 @@ def _known_pattern(rule_ids: frozenset[str]) -> tuple[re.Pattern[str], dict[str,
 def find_rule_mentions(text: str, rule_ids: Collection[str] = ()) -> list[Span]:
     """Rule ids mentioned in a text; with known ids, only those (and their tiers) count."""
     if not rule_ids:
-        return [Span(m.start(), m.end(), "rule", m.group()) for m in _ANY_RULE_ID.finditer(text)]
+        return [Span(m.start(), m.end(), "rule", m.group()) for m in RULE_ID_RE.finditer(text)]
     pattern, written = _known_pattern(frozenset(rule_ids))
     return [
         Span(m.start(), m.end(), "rule", written[m.group().lower()]) for m in pattern.finditer(text)
     ]
 
 
-def _find_decisions(text: str) -> list[Span]:
+def _decision_spans(text: str, pattern: re.Pattern[str]) -> list[Span]:
     return [
-        Span(m.start(), m.end(), "decision", m.lastgroup or "violates")
-        for m in _DECISION.finditer(text)
+        Span(m.start(), m.end(), "decision", _DECISION_KEYS[m.lastgroup or "violation"])
+        for m in pattern.finditer(text)
     ]
+
+
+def _find_decisions(text: str, labels: tuple[str, str] | None = None) -> list[Span]:
+    """Phrases that decide a verdict; the key is "violates" or "does_not_violate".
+
+    ``labels`` is the policy's (safe, violation) word pair; its words are marked too,
+    and win over a generic phrase they overlap.
+    """
+    spans = _decision_spans(text, DECISION_RE)
+    pattern = label_pattern(labels) if labels else None
+    if pattern is None:
+        return spans
+    return _without_overlap(_decision_spans(text, pattern), spans)
 
 
 def _without_overlap(kept: list[Span], extra: Iterable[Span]) -> list[Span]:
@@ -228,10 +233,16 @@ def _longest_first(spans: list[Span]) -> list[Span]:
     return kept
 
 
-def highlight(reasoning: str, content: str, rule_ids: Collection[str] = ()) -> Highlights:
+def highlight(
+    reasoning: str,
+    content: str,
+    rule_ids: Collection[str] = (),
+    labels: tuple[str, str] | None = None,
+) -> Highlights:
     """Mark rule ids, quotes of the content and decision phrases in the reasoning.
 
     ``rule_ids`` are the policy's ids; empty means any id-shaped token counts.
+    ``labels`` is the policy's (safe, violation) pair, marked as decisions too.
     Quotes the reasoning makes of anything not in the content (the policy, say)
     are not marked.
     """
@@ -260,7 +271,7 @@ def highlight(reasoning: str, content: str, rule_ids: Collection[str] = ()) -> H
         quote_spans.append(Span(start, end, "quote", key, groups[key]))
 
     with_rules = _without_overlap(quote_spans, find_rule_mentions(reasoning, rule_ids))
-    spans = _without_overlap(with_rules, _find_decisions(reasoning))
+    spans = _without_overlap(with_rules, _find_decisions(reasoning, labels))
     mentioned = (span.key for span in spans if span.kind == "rule")
     return Highlights(
         reasoning=tuple(spans),

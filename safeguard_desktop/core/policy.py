@@ -29,6 +29,7 @@ from safeguard_desktop.core.policy_lint import (
     scan_sections,
     strip_title,
 )
+from safeguard_desktop.core.vocabulary import EFFORTS
 
 __all__ = [
     "MAX_POLICY_BYTES",
@@ -51,7 +52,6 @@ __all__ = [
 MAX_POLICY_BYTES = 256 * 1024
 OutputKind = Literal["binary", "json", "json-rationale"]
 OUTPUT_KINDS: tuple[OutputKind, ...] = ("binary", "json", "json-rationale")
-EFFORTS = ("low", "medium", "high")
 POLICY_SUFFIXES = (".md", ".txt")
 _TITLE_MAX = 80
 

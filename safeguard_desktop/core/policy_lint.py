@@ -13,6 +13,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from safeguard_desktop.core.vocabulary import (
+    COMMON_LABELS,
+    DECISION_RE,
+    RULE_ID,
+    RULE_ID_RE,
+    SAFE_LABEL_WORDS,
+    SAFE_WORDS,
+    VIOLATION_LABEL_WORDS,
+    VIOLATION_WORDS,
+)
+
 if TYPE_CHECKING:
     from safeguard_desktop.core.policy import Policy
 
@@ -73,13 +84,10 @@ def estimate_tokens(text: str) -> int:
 
 # --- line helpers -------------------------------------------------------------------
 
-_ID = r"[A-Z]{1,4}[0-9]+(?:\.[a-z0-9]+){0,2}"
-_ID_START = re.compile(rf"({_ID})(?!\w)")
-_ID_ANY = re.compile(rf"(?<![\w-])({_ID})(?!\w)")
 # Leading noise before a rule id or title: bullets, emoji, '#', '**', '>', '|', '('.
 _LEAD = re.compile(r"^[^\w\"'“‘«]*(?:\d{1,3}[.)]\s+[^\w\"'“‘«]*)?")
 _MENTION_AFTER = re.compile(
-    rf"^\s*(?:,|and\b|or\b|to\b|through\b|\+|&|[-–—]\s*{_ID}|/\s*{_ID})", re.IGNORECASE
+    rf"^\s*(?:,|and\b|or\b|to\b|through\b|\+|&|[-–—]\s*{RULE_ID}|/\s*{RULE_ID})", re.IGNORECASE
 )
 _MD_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
@@ -159,18 +167,18 @@ def scan_sections(body: str, offset: int = 0) -> list[SectionDef]:
 
 def _line_start_id(line: str) -> str | None:
     text = _LEAD.sub("", line.strip())
-    m = _ID_START.match(text)
+    m = RULE_ID_RE.match(text)
     if m is None or _MENTION_AFTER.match(text[m.end() :]):
         return None
-    return m.group(1)
+    return m.group()
 
 
 def _paren_ids(line: str) -> Iterator[str]:
     for group in _PAREN.finditer(line):
         for item in _PAREN_SPLIT.split(group.group(1)):
-            m = _ID_START.match(item.strip())
+            m = RULE_ID_RE.match(item.strip())
             if m:
-                yield m.group(1)
+                yield m.group()
 
 
 def _clean_rule_line(line: str) -> str:
@@ -223,22 +231,6 @@ def scan_rules(body: str, offset: int = 0) -> list[RuleDef]:
 
 # --- labels and output format -------------------------------------------------------
 
-_SAFE_WORDS = frozenset(
-    re.findall(
-        r"\S+",
-        "VALID SAFE OK ALLOW ALLOWED ACCEPT ACCEPTABLE APPROVE APPROVED PASS CLEAN BENIGN "
-        "COMPLIANT NON-VIOLATING NONVIOLATING NOT-VIOLATING NO-VIOLATION NEGATIVE KEEP NO "
-        "FALSE HAM NON-SPAM NOT-SPAM",
-    )
-)
-_VIOLATION_WORDS = frozenset(
-    re.findall(
-        r"\S+",
-        "INVALID UNSAFE VIOLATION VIOLATING VIOLATES BLOCK BLOCKED DENY REJECT REJECTED FLAG "
-        "FLAGGED REMOVE FAIL HARMFUL TOXIC NONCOMPLIANT NON-COMPLIANT POSITIVE YES TRUE "
-        "UNACCEPTABLE SPAM ABUSIVE",
-    )
-)
 _NOT_LABELS = frozenset({"JSON", "YAML", "XML", "CSV", "ID", "IDS"})
 _WORD = r"[\"'`“‘]?([A-Z][A-Z0-9_-]{1,30})[\"'`”’]?"
 _QWORD = r"[\"'`“‘]([A-Za-z][\w-]{1,30})[\"'`”’]"
@@ -257,9 +249,9 @@ def _polarity(word: str, gloss: str | None, other: str) -> int:
     """-1 reads as the safe label, +1 as the violation label, 0 unknown."""
     key = word.upper().replace("_", "-")
     okey = other.upper().replace("_", "-")
-    if key in _SAFE_WORDS:
+    if key.lower() in SAFE_LABEL_WORDS:
         return -1
-    if key in _VIOLATION_WORDS:
+    if key.lower() in VIOLATION_LABEL_WORDS:
         return 1
     if key.replace("-", "") in {f"NON{okey}", f"NOT{okey}"}:
         return -1
@@ -294,7 +286,7 @@ _OUTPUT_TRIGGER = re.compile(
     re.IGNORECASE,
 )
 _OUTPUT_VALUE = re.compile(r"\{|\bjson\b|(?<![\w.])[01](?![\w.])", re.IGNORECASE)
-_LABEL_WORDS = re.compile(r"\b(?:VALID|INVALID|SAFE|UNSAFE|VIOLATION|VIOLATING|YES|NO)\b")
+_LABEL_WORDS = re.compile(r"\b(?:" + "|".join(w.upper() for w in COMMON_LABELS) + r")\b")
 
 
 def mentions_output_format(body: str, labels: tuple[str, str] | None) -> bool:
@@ -321,17 +313,31 @@ def mentions_output_format(body: str, labels: tuple[str, str] | None) -> bool:
 
 # --- lint ---------------------------------------------------------------------------
 
-_VIOLATES_NEG = re.compile(
-    r"\bnot allowed\b|\bdisallow|\bnot permitted\b|\bunacceptable\b|\bunsafe\b|\binvalid\b"
-    r"|\bprohibit|\bforbidden\b",
+
+def _words(words: frozenset[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+# Beyond the decision phrases, a heading names its side with a side word ("Allowed",
+# "Not permitted", "Prohibited content"), a score "(0)"/"(1)" or "likely".
+_HEADING_WORDS = re.compile(
+    r"(?<![\w-])(?:"
+    rf"(?P<not_safe>(?:not|never)\s+(?:{_words(SAFE_WORDS)}))"
+    rf"|(?P<not_violation>(?:not|never)\s+(?:{_words(VIOLATION_WORDS)}))"
+    rf"|(?P<safe>{_words(SAFE_WORDS)})"
+    rf"|(?P<violation>{_words(VIOLATION_WORDS)}|prohibit\w*|disallow\w*|likely)"
+    r")(?![\w-])"
+    r"|(?P<zero>\(0\))|(?P<one>\(1\))",
     re.IGNORECASE,
 )
-_SAFE = re.compile(
-    r"\bdoes(?: not|n't) violate|\bnot (?:a )?violat|\bnon-?violat|\bno violation\b"
-    r"|\ballowed\b|\bpermitted\b|\bacceptable\b|\bsafe\b|\bvalid\b|\bbenign\b|\(0\)",
-    re.IGNORECASE,
-)
-_VIOLATES = re.compile(r"violat|\blikely\b|\bharmful\b|\(1\)", re.IGNORECASE)
+_HEADING_SIDES = {
+    "safe": "safe",
+    "not_violation": "safe",
+    "zero": "safe",
+    "violation": "violation",
+    "not_safe": "violation",
+    "one": "violation",
+}
 _SCORE_LINE = re.compile(r"^([01])\s*(?:=|:|→|->|\)|–|—|-)\s*\S")
 _SCORE_ANY = re.compile(r"(?<![\w.])([01])\s*(?:=|→|->)\s*[A-Za-z]")
 _EXAMPLES = re.compile(r"\bexamples?\b", re.IGNORECASE)
@@ -340,6 +346,19 @@ _HEDGE_RE = re.compile(
     r"\b(" + "|".join(re.escape(h).replace(r"\ ", r"\s+") for h in HEDGES) + r")\b",
     re.IGNORECASE,
 )
+
+
+def _heading_sides(text: str) -> set[str]:
+    """The sides ("violation", "safe") a heading names: decision phrases, then side words."""
+    sides: set[str] = set()
+
+    def take(match: re.Match[str]) -> str:
+        sides.add(match.lastgroup or "")
+        return " "
+
+    rest = DECISION_RE.sub(take, text)
+    sides.update(_HEADING_SIDES[str(m.lastgroup)] for m in _HEADING_WORDS.finditer(rest))
+    return sides
 
 
 def _sides(lines: list[str], headings: dict[int, int]) -> tuple[bool, bool]:
@@ -361,12 +380,9 @@ def _sides(lines: list[str], headings: dict[int, int]) -> tuple[bool, bool]:
             candidate = text.split(":", 1)[0]
         else:
             continue
-        if _VIOLATES_NEG.search(candidate):
-            violates = True
-        elif _SAFE.search(candidate):
-            safe = True
-        elif _VIOLATES.search(candidate):
-            violates = True
+        found = _heading_sides(candidate)
+        violates = violates or "violation" in found
+        safe = safe or "safe" in found
     return violates, safe
 
 

@@ -8,10 +8,11 @@ user message and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Effort = Literal["low", "medium", "high"]
-EFFORTS: tuple[Effort, ...] = ("low", "medium", "high")
+from safeguard_desktop.core.vocabulary import CONFIDENCE_LEVELS, Effort
+from safeguard_desktop.core.vocabulary import EFFORTS as EFFORTS  # cli/classify_cmd imports it
+
 DEFAULT_MODEL = "gpt-oss-safeguard:20b"
 DEFAULT_NUM_CTX = 16384
 MIN_NUM_CTX = 2048
@@ -30,7 +31,9 @@ JSON_INSTRUCTION = (
     "\n\n## Output format\n"
     "Answer with one JSON object and nothing else:\n"
     '{{"violation": 0 or 1, "policy_category": "<rule id or tier, or null>", '
-    '"rule_ids": ["<rule ids that apply>"], "confidence": "low" | "medium" | "high"{rationale}}}'
+    '"rule_ids": ["<rule ids that apply>"], "confidence": '
+    + " | ".join(f'"{level}"' for level in CONFIDENCE_LEVELS)
+    + "{rationale}}}"
 )
 
 VERDICT_SCHEMA: dict[str, Any] = {
@@ -39,7 +42,7 @@ VERDICT_SCHEMA: dict[str, Any] = {
         "violation": {"type": "integer", "enum": [0, 1]},
         "policy_category": {"type": ["string", "null"]},
         "rule_ids": {"type": "array", "items": {"type": "string"}},
-        "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
+        "confidence": {"type": "string", "enum": list(CONFIDENCE_LEVELS)},
         "rationale": {"type": "string"},
     },
     "required": ["violation", "policy_category", "rule_ids", "confidence"],

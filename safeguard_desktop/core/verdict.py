@@ -10,16 +10,23 @@ a moderator never sees a guess. The raw answer is always kept.
 from __future__ import annotations
 
 import ast
-import functools
 import json
 import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-VerdictLabel = Literal["violation", "safe", "unparsed", "incomplete"]
+from safeguard_desktop.core.vocabulary import (
+    CONFIDENCE_WORDS,
+    DECISION_RE,
+    RULE_ID_RE,
+    SAFE_ANSWERS,
+    VERDICT_LABELS,
+    VIOLATION_ANSWERS,
+    VerdictLabel,
+    label_pattern,
+)
 
 LENGTH_PROBLEM = (
     "The model stopped at the context limit (done_reason=length); "
@@ -65,40 +72,8 @@ class Verdict:
 
 # --- shared pieces --------------------------------------------------------
 
-# A rule id as policies write them: SP3, SP3.a, HS2.b, R1; "D-SP4" yields SP4.
-# Digits are bounded so int() never meets a huge number.
-_RULE_ID = re.compile(
-    r"(?<![A-Za-z0-9_])(?:[A-Z]{1,2}-)?([A-Z]{1,4}\d{1,4}(?:\.[A-Za-z0-9]{1,3})?)(?![A-Za-z0-9_])"
-)
-# Whole decision values (JSON fields, "Answer: ..." lines) and what they mean.
-_TRUE_WORDS = frozenset(
-    {"1", "true", "yes", "y", "violation", "violating", "violates", "violated", "unsafe"}
-    | {"flagged", "flag", "invalid", "disallowed", "non-compliant", "noncompliant", "blocked"}
-)
-_FALSE_WORDS = frozenset(
-    {"0", "false", "no", "n", "safe", "non-violating", "nonviolating", "valid", "allowed"}
-    | {"compliant", "ok", "pass", "none", "no violation", "not a violation", "does not violate"}
-)
-_CONFIDENCE_WORDS = {
-    "low": "low",
-    "medium": "medium",
-    "med": "medium",
-    "moderate": "medium",
-    "mid": "medium",
-    "high": "high",
-}
 _EDGE_MARKUP = " \t\r\n*_`'\"()[].,:;!"
 
-# Generic decision phrases; negated forms come first so they win at one position.
-_GENERIC = re.compile(
-    r"(?<![\w-])(?:"
-    r"(?P<safe>(?:(?:does|do|did|would|will|is|was|are)\s+)?(?:not|never)\s+(?:a\s+)?violat\w*"
-    r"|\w+n['’]t\s+(?:a\s+)?violat\w*|cannot\s+violate|without\s+violating"
-    r"|no\s+violations?|non-?violating|safe|allowed|compliant)"
-    r"|(?P<violation>violat(?:es|e|ed|ing|ion|ions)|unsafe|non-?compliant|disallowed"
-    r"|not\s+allowed))(?![\w-])",
-    re.IGNORECASE,
-)
 # "Answer: 1", "**Label:** INVALID", "Violation: no" — a line that states the decision.
 _PREFIX = (
     r"^[\s*_#>\-]*(?:final\s+)?(?:answer|output|label|verdict|classification|result"
@@ -160,8 +135,8 @@ def _confidence(value: object) -> str | None:
                 number /= 100
         else:
             for word in re.findall(r"[a-z]+", text.lower()):
-                if word in _CONFIDENCE_WORDS:
-                    return _CONFIDENCE_WORDS[word]
+                if word in CONFIDENCE_WORDS:
+                    return CONFIDENCE_WORDS[word]
             return text[:40] or None
     if number is None or math.isnan(number) or number < 0:
         return None
@@ -179,17 +154,17 @@ def _truth(value: object, labels: tuple[str, str] | None) -> bool | None:
     if not isinstance(value, str):
         return None
     text = " ".join(value.strip(_EDGE_MARKUP).lower().split())
-    if text in _TRUE_WORDS:
+    if text in VIOLATION_ANSWERS:
         return True
-    if text in _FALSE_WORDS:
+    if text in SAFE_ANSWERS:
         return False
-    pattern = _label_pattern(labels) if labels else None
-    for candidate in (pattern, _GENERIC):
+    pattern = label_pattern(labels) if labels else None
+    for candidate in (pattern, DECISION_RE):
         found = {m.lastgroup for m in candidate.finditer(text)} if candidate else set()
         if len(found) == 1:
             return found == {"violation"}
-    ids = _RULE_ID.findall(value)
-    if len(ids) == 1 and not re.search(r"[A-Za-z]{2,}", _RULE_ID.sub(" ", value)):
+    ids = RULE_ID_RE.findall(value)
+    if len(ids) == 1 and not re.search(r"[A-Za-z]{2,}", RULE_ID_RE.sub(" ", value)):
         return _tier_number(ids[0]) > 0
     return None
 
@@ -301,7 +276,7 @@ def _from_json(
     rule_ids = _as_rule_ids(_first(obj, _RULE_KEYS))
     decision = _first(obj, _SECONDARY_KEYS)
     if not rule_ids and isinstance(decision, str):
-        rule_ids = _dedupe(_RULE_ID.findall(decision))
+        rule_ids = _dedupe(RULE_ID_RE.findall(decision))
     category_value = _first(obj, _CATEGORY_KEYS)
     if isinstance(category_value, list | tuple):
         category_value = category_value[0] if category_value else None
@@ -320,23 +295,6 @@ def _from_json(
 
 
 # --- plain-text answers ---------------------------------------------------
-
-
-def _phrase(words: str) -> str:
-    return r"\s+".join(re.escape(word) for word in words.split())
-
-
-@functools.lru_cache(maxsize=32)
-def _label_pattern(labels: tuple[str, str]) -> re.Pattern[str] | None:
-    safe, bad = (label.strip() for label in labels)
-    if not safe or not bad or safe.lower() == bad.lower():
-        return None
-    # The longer label first, so "NOT SAFE" is never read as "SAFE".
-    parts = sorted(
-        [("safe", safe), ("violation", bad)], key=lambda pair: len(pair[1]), reverse=True
-    )
-    body = "|".join(f"(?P<{name}>{_phrase(word)})" for name, word in parts)
-    return re.compile(rf"(?<![\w-])(?:{body})(?![\w-])", re.IGNORECASE)
 
 
 def _decide(text: str, pattern: re.Pattern[str]) -> tuple[bool, int] | str | None:
@@ -373,7 +331,7 @@ def _from_text(
     decision_line: int | None,
 ) -> Verdict:
     """A decision found in plain text; rule ids and a confidence line fill the rest."""
-    rule_ids = _dedupe(_RULE_ID.findall(text))
+    rule_ids = _dedupe(RULE_ID_RE.findall(text))
     if violation and any(_tier_number(r) > 0 for r in rule_ids):
         rule_ids = tuple(r for r in rule_ids if _tier_number(r) > 0)
     rationale = None
@@ -410,10 +368,10 @@ def _from_digits(text: str) -> tuple[bool, int | None] | str | None:
 
 def _from_tiers(text: str) -> bool | None:
     """An answer made only of tier ids ("D-SP4, R-SP0", "SP0"): any tier above 0 violates."""
-    ids = _RULE_ID.findall(text)
+    ids = RULE_ID_RE.findall(text)
     if not ids:
         return None
-    residue = re.findall(r"[A-Za-z]{2,}", _RULE_ID.sub(" ", text))
+    residue = re.findall(r"[A-Za-z]{2,}", RULE_ID_RE.sub(" ", text))
     if len(residue) > 3:
         return None
     return any(_tier_number(r) > 0 for r in ids)
@@ -450,7 +408,7 @@ def parse_verdict(
     if digits is not None:
         return _from_text(digits[0], text, raw, escalate, digits[1])
 
-    patterns = [_label_pattern(labels) if labels else None, _GENERIC]
+    patterns = [label_pattern(labels) if labels else None, DECISION_RE]
     for pattern in patterns:
         decided = _decide(text, pattern) if pattern is not None else None
         if isinstance(decided, str):
@@ -469,7 +427,7 @@ def verdict_from_dict(d: Mapping[str, object], raw: str = "") -> Verdict:
     label = d.get("label")
     violation = d.get("violation")
     decided = violation if isinstance(violation, bool) else _truth(violation, None)
-    if label not in ("violation", "safe", "unparsed", "incomplete"):
+    if label not in VERDICT_LABELS:
         label = "unparsed" if decided is None else ("violation" if decided else "safe")
     rule_ids = d.get("rule_ids")
     problem = d.get("problem")

@@ -4,8 +4,8 @@ The CLI and the GUI share one JSON file (`paths.server_state_file()`) naming the
 this app started: pid, address, binary, start time. A pid alone can be reused by an unrelated
 process after a reboot or a crash, so a record counts only while the process still runs,
 its command line names "ollama" and (on Linux) its kernel start time matches the one recorded.
-psutil is not a dependency: Linux reads /proc, other POSIX systems use `os.kill(pid, 0)`,
-Windows asks the kernel through ctypes (there `os.kill(pid, 0)` would terminate the process).
+psutil is not a dependency: Linux reads /proc, and whether a pid still runs is
+`processes.pid_alive` (never `os.kill(pid, 0)` on Windows, where it would terminate the process).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from safeguard_desktop import processes
 
 log = logging.getLogger("safeguard.server")
 
@@ -142,25 +144,11 @@ def proc_cmdline(pid: int) -> tuple[str, ...] | None:
 
 
 def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+    """Whether the process runs; a child of ours is polled, which also reaps it."""
     proc = _children.get(pid)
     if proc is not None:
         return proc.poll() is None
-    if sys.platform == "win32":
-        return _win_alive(pid)
-    if sys.platform.startswith("linux"):
-        fields = _proc_stat(pid)
-        if fields is None:
-            return False
-        return fields[0] not in ("Z", "X")  # a zombie has exited
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return processes.pid_alive(pid)
 
 
 def is_ours(state: ServerState) -> bool:
@@ -207,18 +195,3 @@ def exit_reason(returncode: int | None) -> str:
             name = "?"
         return f"killed by signal {-returncode} ({name})"
     return f"exit code {returncode}"
-
-
-def _win_alive(pid: int) -> bool:  # pragma: no cover - Windows only
-    import ctypes
-
-    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return False
-    try:
-        code = ctypes.c_ulong()
-        ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        return bool(ok) and code.value == 259  # STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)

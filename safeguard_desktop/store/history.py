@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
+from safeguard_desktop import processes
+
 from . import db
 from .db import HistoryError, format_utc, translate_errors, utc_now, write_txn
 from .records import (
@@ -54,13 +56,7 @@ def _process_alive(pid: int | None) -> bool:
         return True
     if pid == os.getpid():
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
+    return processes.pid_alive(pid)
 
 
 class History:
