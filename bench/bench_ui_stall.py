@@ -27,9 +27,9 @@ os.environ.pop("OLLAMA_HOST", None)
 from safeguard_desktop import paths  # noqa: E402
 from safeguard_desktop.engine.endpoint import Endpoint  # noqa: E402
 from safeguard_desktop.qt import QApplication, QTimer, qasync  # noqa: E402
+from safeguard_desktop.services.session import Session  # noqa: E402
 from safeguard_desktop.settings import Settings  # noqa: E402
 from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks  # noqa: E402
-from safeguard_desktop.ui.context import AppContext  # noqa: E402
 from safeguard_desktop.ui.main_window import MainWindow  # noqa: E402
 from safeguard_desktop.ui.theme import apply_theme  # noqa: E402
 from tests.fake_ollama import FakeOllama, Scenario, tokenize  # noqa: E402
@@ -114,7 +114,7 @@ async def idle_run() -> float:
 async def main(fake: FakeOllama) -> None:
     install_asyncgen_hooks(asyncio.get_running_loop())
     settings = Settings()
-    ctx = AppContext.create(settings, Endpoint(url=fake.url, timeout=60))
+    ctx = Session.create(settings, Endpoint(url=fake.url, timeout=60))
     window = MainWindow(ctx, monitor_interval_ms=5000)
     window.resize(1360, 860)
     window.start()

@@ -1,6 +1,6 @@
 """GUI bootstrap: check the display, create QApplication + qasync loop, wire services to the UI.
 
-`build_context` is shared with tests and benchmarks so they wire the app the same way.
+The session (services/session.py) is built here once and handed to every view.
 """
 
 from __future__ import annotations
@@ -8,54 +8,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 
-from safeguard_desktop import paths, secrets
-from safeguard_desktop.engine.endpoint import DEFAULT_HOST, Endpoint, HostError, resolve_host
 from safeguard_desktop.preflight import check_display
-from safeguard_desktop.settings import Settings
-from safeguard_desktop.store.history import History, HistoryError
-from safeguard_desktop.ui.context import AppContext
+from safeguard_desktop.services.session import Session
 
 log = logging.getLogger("safeguard.app")
-
-
-def resolve_endpoint(settings: Settings, host: str | None = None) -> tuple[Endpoint, list[str]]:
-    """--host, else OLLAMA_HOST, else the setting; a bad value falls back with a warning."""
-    warnings: list[str] = []
-    try:
-        url = resolve_host(host, os.environ.get("OLLAMA_HOST"), settings["host"])
-    except HostError as exc:
-        warnings.append(f"{exc} Using {DEFAULT_HOST} instead; fix the host in Settings.")
-        url = DEFAULT_HOST
-    token = os.environ.get("SAFEGUARD_OLLAMA_TOKEN") or secrets.get_token(url)
-    endpoint = Endpoint(url=url, token=token, timeout=float(settings["request_timeout"]))
-    return endpoint, warnings
-
-
-def open_history() -> tuple[History | None, str | None]:
-    """The review history, or None and a sentence saying why reviews are not saved."""
-    try:
-        return History.open(paths.history_db()), None
-    except HistoryError as exc:
-        return None, f"{exc} Reviews of this session are not saved."
-
-
-def build_context(
-    settings: Settings | None = None, *, host: str | None = None, with_history: bool = True
-) -> AppContext:
-    settings = settings or Settings()
-    endpoint, warnings = resolve_endpoint(settings, host)
-    if settings.load_problem:
-        warnings.append(settings.load_problem)
-    history, problem = open_history() if with_history else (None, None)
-    if problem:
-        warnings.append(problem)
-    ctx = AppContext.create(settings, endpoint, history)
-    ctx.warnings.extend(warnings)
-    return ctx
 
 
 def run_gui(args: argparse.Namespace) -> int:
@@ -80,7 +39,7 @@ def run_gui(args: argparse.Namespace) -> int:
     app.setQuitOnLastWindowClosed(False)  # the loop ends when the window finished shutting down
     apply_theme(app)
 
-    ctx = build_context(host=getattr(args, "host", None))
+    ctx = Session.open(host=getattr(args, "host", None))
     window = MainWindow(ctx)
     install_history(window, ctx)
     server = install_server(window, ctx)  # noqa: F841 (kept alive with the window)

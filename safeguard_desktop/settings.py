@@ -192,7 +192,8 @@ REGISTRY: tuple[Setting, ...] = (
         "policy_folder",
         str,
         "",
-        "Folder with your own policies (empty: the data folder's policies/).",
+        "Folder with your own policies (empty: the data folder's policies/; a relative path "
+        "is inside the data folder).",
         "Policies",
     ),
     _S(

@@ -18,10 +18,11 @@ import pytest
 from safeguard_desktop import paths
 from safeguard_desktop.engine.endpoint import Endpoint
 from safeguard_desktop.qt import QApplication, QEvent, QWidget, qasync
+from safeguard_desktop.services.history_service import HistoryService
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.history import History
 from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.main_window import MainWindow
 from safeguard_desktop.ui.theme import apply_theme
 from tests.fake_ollama import FakeOllama
@@ -134,7 +135,8 @@ def make_main_window(
     def make(
         url: str, settings: Settings | None = None, history: History | None = None
     ) -> MainWindow:
-        ctx = AppContext.create(settings or gui_settings, Endpoint(url=url, timeout=30), history)
+        store = HistoryService(history) if history is not None else None
+        ctx = Session.create(settings or gui_settings, Endpoint(url=url, timeout=30), store)
         window = MainWindow(ctx, monitor_interval_ms=60_000)
         window.resize(1360, 860)
         window.show()

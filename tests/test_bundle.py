@@ -16,7 +16,7 @@ from safeguard_desktop.engine.bundle import INDEX, export_bundle, manifest_entry
 from safeguard_desktop.engine.bundle_import import import_bundle
 from safeguard_desktop.engine.progress import Progress
 from safeguard_desktop.engine.server_errors import BundleError, OperationCancelled
-from safeguard_desktop.services.models_service import ModelsService
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.settings import Settings
 
 pytest_plugins = ["tests.server_fixtures"]
@@ -151,7 +151,7 @@ def test_async_import_through_the_service(
     events: list[Progress] = []
 
     async def go() -> str:
-        async with ModelsService(settings) as service:
+        async with Session.open(settings, with_history=False).models() as service:
             result = await service.import_bundle(
                 exported, models_dir=tmp_path / "m", on_progress=events.append
             )

@@ -14,9 +14,10 @@ import pytest
 from safeguard_desktop.core.policy import Policy, parse_policy
 from safeguard_desktop.engine.endpoint import Endpoint
 from safeguard_desktop.qt import QApplication, QDate, Qt
+from safeguard_desktop.services.history_service import HistoryService
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.history import History
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.history_integration import install
 from safeguard_desktop.ui.history_model import COL_DECISION, COL_STATUS, COL_VERDICT
 from safeguard_desktop.ui.history_view import HistoryView
@@ -119,7 +120,8 @@ def make_view(qtbot, qloop, gui_settings: Settings, fake_ollama: FakeOllama):
     apply_theme(app, dark=False, follow=False)
 
     def make(history: History | None, page_size: int = 200) -> HistoryView:
-        ctx = AppContext.create(gui_settings, Endpoint(url=fake_ollama.url, timeout=30), history)
+        store = HistoryService(history) if history is not None else None
+        ctx = Session.create(gui_settings, Endpoint(url=fake_ollama.url, timeout=30), store)
         view = HistoryView(ctx, page_size=page_size)
         view.resize(1360, 820)
         qtbot.addWidget(view)

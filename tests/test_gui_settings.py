@@ -210,7 +210,7 @@ def test_a_token_goes_to_the_keyring_and_plain_http_is_flagged(
     ctx = integ.window.ctx
     qtbot.waitUntil(lambda: ctx.endpoint.url == "http://10.0.0.7:11434", timeout=5000)
     assert ctx.endpoint.token == "s3cret-token"
-    assert "unencrypted" in integ.panel.message.text()
+    qtbot.waitUntil(lambda: "unencrypted" in integ.panel.message.text(), timeout=5000)
 
 
 def test_a_new_host_replaces_the_endpoint(

@@ -9,23 +9,25 @@ import pytest
 
 from safeguard_desktop.core.content import from_text
 from safeguard_desktop.core.policy import resolve_policy
-from safeguard_desktop.engine.client import OllamaClient
 from safeguard_desktop.engine.endpoint import Endpoint
-from safeguard_desktop.services.review import Reviewer, ReviewOptions
+from safeguard_desktop.services.history_service import HistoryService
+from safeguard_desktop.services.session import Session
+from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.history import History
 from tests.fake_ollama import FakeOllama, Scenario
 
 
 def review(fake: FakeOllama, history: History, text: str, **kwargs: object):
+    settings = Settings(history.path.parent / "settings.json")  # the registry's defaults
+    settings.set("moderator", "ana")
+    session = Session.create(settings, Endpoint(fake.url), HistoryService(history))
+
     async def go():
-        client = OllamaClient(Endpoint(fake.url))
         try:
-            reviewer = Reviewer(
-                client, ReviewOptions(model="gpt-oss-safeguard:20b", moderator="ana"), history
-            )
+            reviewer = session.reviewer(session.review_options(source="cli"))
             return await reviewer.review(resolve_policy("harassment"), from_text(text), **kwargs)  # type: ignore[arg-type]
         finally:
-            await client.aclose()
+            await session.aclose_client()
 
     return asyncio.run(go())
 

@@ -32,7 +32,7 @@ from safeguard_desktop.engine.server_errors import (
 )
 from safeguard_desktop.engine.server_state import ServerState
 from safeguard_desktop.engine.supervisor import SupervisorEvent
-from safeguard_desktop.services.server_service import ServerService
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.settings import Settings
 from tests.fake_ollama import FakeOllama
 
@@ -47,7 +47,9 @@ def free_port() -> int:
 
 
 def controller_for(settings: Settings, **changes: object) -> ServerController:
-    service = ServerService(settings, start_timeout=15.0, stop_timeout=5.0)
+    service = Session.open(settings, with_history=False).server(
+        start_timeout=15.0, stop_timeout=5.0
+    )
     return ServerController(dataclasses.replace(service.config, **changes))  # type: ignore[arg-type]
 
 
@@ -312,7 +314,9 @@ def test_supervisor_stop_is_not_a_crash(settings: Settings) -> None:
     events: list[SupervisorEvent] = []
 
     async def go() -> int | None:
-        sup = ServerService(settings).supervisor(events.append, poll=0.05)
+        sup = (
+            Session.open(settings, with_history=False).server().supervisor(events.append, poll=0.05)
+        )
         sup.controller = control
         started = await sup.start()
         assert sup.watching

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
-from safeguard_desktop import paths
 from safeguard_desktop.cli.common import (
     EXIT_ENGINE,
     CliError,
     add_host_argument,
-    endpoint_for,
-    load_settings,
+    open_session,
     print_json,
 )
 from safeguard_desktop.cli.terminal import safe_terminal, styled
@@ -21,10 +18,8 @@ from safeguard_desktop.core.content import KINDS, Content, ContentError
 from safeguard_desktop.core.importers import import_file, parse_bytes
 from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
 from safeguard_desktop.core.prompt import EFFORTS, MIN_NUM_CTX, RequestError
-from safeguard_desktop.engine.client import OllamaClient
-from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
-from safeguard_desktop.settings import Settings
-from safeguard_desktop.store.history import History, HistoryError
+from safeguard_desktop.services.review import ReviewOptions, ReviewResult
+from safeguard_desktop.services.session import Session
 
 EXIT_OK, EXIT_UNPARSED = 0, 3
 
@@ -68,13 +63,6 @@ def context_size(text: str) -> int:
     return value
 
 
-def policy_folders(settings: Settings) -> list[Any]:
-    from pathlib import Path
-
-    folder = settings["policy_folder"]
-    return [Path(folder).expanduser()] if folder else [paths.user_policies_dir()]
-
-
 def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
     kind = args.kind
     items: list[Content]
@@ -110,52 +98,31 @@ def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    session = open_session(args, with_history=not args.no_history)
     try:
-        policy = resolve_policy(args.policy, folders=policy_folders(settings))
-    except PolicyError as exc:
-        raise CliError(str(exc)) from None
-    content = read_content(args, int(settings["max_file_mb"]) * 1024 * 1024)
-    endpoint = endpoint_for(args, settings)
-    seed = int(settings["seed"])
-    options = ReviewOptions(
-        model=args.model or settings["model"],
-        effort=args.effort or policy.effort or settings["effort"],
-        num_ctx=args.num_ctx or int(settings["num_ctx"]),
-        seed=None if seed < 0 else seed,
-        temperature=float(settings["temperature"]),
-        keep_alive=settings["keep_alive"] or None,
-        moderator=settings["moderator"],
-        source="cli",
-    )
-    history = None
-    if not args.no_history:
         try:
-            history = History.open(paths.history_db())
-        except HistoryError as exc:
-            print(f"safeguard-desktop: warning: {exc} This review is not saved.", file=sys.stderr)
-    try:
-        result = asyncio.run(_classify(endpoint, options, history, policy, content, args.json))
-    except RequestError as exc:
-        raise CliError(str(exc)) from None
+            policy = resolve_policy(args.policy, folders=session.policy_folders())
+        except PolicyError as exc:
+            raise CliError(str(exc)) from None
+        content = read_content(args, int(session.settings["max_file_mb"]) * 1024 * 1024)
+        options = session.review_options(
+            source="cli", model=args.model, effort=args.effort, num_ctx=args.num_ctx
+        )
+        try:
+            result = asyncio.run(_classify(session, options, policy, content, args.json))
+        except RequestError as exc:
+            raise CliError(str(exc)) from None
     finally:
-        if history is not None:
-            history.close()
+        session.close_history()
     return report(result, as_json=args.json)
 
 
 async def _classify(
-    endpoint: Any,
-    options: ReviewOptions,
-    history: History | None,
-    policy: Policy,
-    content: Content,
-    as_json: bool,
+    session: Session, options: ReviewOptions, policy: Policy, content: Content, as_json: bool
 ) -> ReviewResult:
-    client = OllamaClient(endpoint)
     live = not as_json and sys.stdout.isatty()
     if live:
-        _header(policy, options)
+        _header(policy, options.model, options.effort_for(policy))
 
     def on_delta(kind: str, text: str) -> None:
         if kind == "thinking":
@@ -163,17 +130,17 @@ async def _classify(
             sys.stdout.flush()
 
     try:
-        return await Reviewer(client, options, history).review(
+        return await session.reviewer(options).review(
             policy, content, on_delta=on_delta if live else None
         )
     finally:
-        await client.aclose()
+        await session.aclose_client()
 
 
-def _header(policy: Policy, options: ReviewOptions) -> None:
+def _header(policy: Policy, model: str, effort: str) -> None:
     version = f" v{policy.version}" if policy.version else ""
     print(f"Policy: {policy.title} ({policy.id}{version}, sha256 {policy.short_sha})")
-    print(f"Model:  {options.model} · effort {options.effort}\n")
+    print(f"Model:  {model} · effort {effort}\n")
 
 
 def report(result: ReviewResult, *, as_json: bool) -> int:
@@ -181,13 +148,13 @@ def report(result: ReviewResult, *, as_json: bool) -> int:
         print_json(result.to_json())
     else:
         _summary(result)
+    for warning in result.warnings:
+        print(f"safeguard-desktop: {safe_terminal(warning)}", file=sys.stderr)
     if result.error is not None:
         print(f"safeguard-desktop: {result.error}", file=sys.stderr)
         return EXIT_ENGINE
     verdict = result.verdict
     if verdict is None or verdict.label in ("unparsed", "incomplete"):
-        if verdict is not None and verdict.problem:
-            print(f"safeguard-desktop: {verdict.problem}", file=sys.stderr)
         return EXIT_UNPARSED
     return EXIT_OK
 
@@ -195,7 +162,7 @@ def report(result: ReviewResult, *, as_json: bool) -> int:
 def _summary(result: ReviewResult) -> None:
     live = sys.stdout.isatty()
     if not live:
-        _header(result.policy, ReviewOptions(model=result.model, effort=result.effort))
+        _header(result.policy, result.model, result.effort)
         if result.reasoning:
             print("Reasoning:\n" + safe_terminal(result.reasoning))
     print("\n" + "─" * 60)

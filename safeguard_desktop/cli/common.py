@@ -6,12 +6,11 @@ import argparse
 import json
 import logging
 import logging.handlers
-import os
 import sys
 from typing import Any
 
-from safeguard_desktop import paths, secrets
-from safeguard_desktop.engine.endpoint import Endpoint, HostError, resolve_host, token_warning
+from safeguard_desktop import paths
+from safeguard_desktop.services.session import HostError, Session
 from safeguard_desktop.settings import Settings
 
 EXIT_ENGINE, EXIT_USAGE = 1, 2
@@ -58,22 +57,31 @@ def add_host_argument(parser: argparse.ArgumentParser, *, top: bool = False) -> 
 def load_settings() -> Settings:
     settings = Settings()
     if settings.load_problem:
-        print(f"safeguard-desktop: {settings.load_problem}", file=sys.stderr)
+        warn(settings.load_problem)
     return settings
 
 
-def endpoint_for(args: argparse.Namespace, settings: Settings) -> Endpoint:
+def open_session(args: argparse.Namespace, *, with_history: bool = False) -> Session:
+    """The session for one command: --host, else OLLAMA_HOST, else the host setting.
+
+    Every warning (settings file, history, a token over plain http) goes to stderr once.
+    """
+    settings = Settings()
     try:
-        url = resolve_host(
-            getattr(args, "host", None), os.environ.get("OLLAMA_HOST"), settings["host"]
+        session = Session.open(
+            settings, host=getattr(args, "host", None), with_history=with_history, strict=True
         )
     except HostError as exc:
         raise CliError(str(exc)) from None
-    token = os.environ.get("SAFEGUARD_OLLAMA_TOKEN") or secrets.get_token(url)
-    warning = token_warning(url, token)
-    if warning:
-        print(f"safeguard-desktop: warning: {warning}", file=sys.stderr)
-    return Endpoint(url=url, token=token, timeout=float(settings["request_timeout"]))
+    for message in session.warnings:
+        warn(message)
+    if session.token_warning:
+        warn(session.token_warning)
+    return session
+
+
+def warn(message: str) -> None:
+    print(f"safeguard-desktop: warning: {message}", file=sys.stderr)
 
 
 def print_json(data: Any) -> None:

@@ -14,8 +14,13 @@ from safeguard_desktop import paths
 from safeguard_desktop.cli.common import CliError, load_settings, print_json
 from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.services.escalation import NoteOptions, escalation_note
-from safeguard_desktop.store.history import History, HistoryError
-from safeguard_desktop.store.records import Filters, Review, ReviewSummary
+from safeguard_desktop.services.history_service import (
+    Filters,
+    HistoryError,
+    HistoryService,
+    Review,
+    ReviewSummary,
+)
 
 EXIT_ENGINE = 1
 VERDICT_KEYS = ("label", "violation", "category", "rule_ids", "confidence", "rationale")
@@ -106,9 +111,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 @contextmanager
-def opened() -> Iterator[History]:
+def opened() -> Iterator[HistoryService]:
     try:
-        history = History.open(paths.history_db())
+        history = HistoryService.open()
     except HistoryError as exc:
         raise CliError(str(exc), EXIT_ENGINE) from None
     try:
@@ -188,7 +193,7 @@ def run_search(args: argparse.Namespace) -> int:
         )
 
 
-def _get(h: History, review_id: int) -> Review:
+def _get(h: HistoryService, review_id: int) -> Review:
     review = h.get(review_id)
     if review is None:
         raise CliError(
@@ -289,7 +294,7 @@ def run_restore(args: argparse.Namespace) -> int:
     if not src.is_file():
         raise CliError(f"No backup file at {src}.")
     try:
-        History.restore(src, paths.history_db())
+        HistoryService.restore(src)
     except HistoryError as exc:
         raise CliError(str(exc), EXIT_ENGINE) from None
     print(f"History restored from {src}; the previous database was kept beside it.")
@@ -299,7 +304,7 @@ def run_restore(args: argparse.Namespace) -> int:
 def run_recover(args: argparse.Namespace) -> int:
     path = paths.history_db()
     try:
-        History.open(path).close()
+        HistoryService.check()
     except HistoryError as exc:
         if exc.kind != "corrupt":
             raise CliError(str(exc), EXIT_ENGINE) from None
@@ -308,8 +313,8 @@ def run_recover(args: argparse.Namespace) -> int:
         return 0
     _confirm(f"Set the damaged history at {path} aside and start an empty one?", args.yes)
     try:
-        kept = History.recover_corrupt(path)
-        History.open(path).close()
+        kept = HistoryService.recover_corrupt()
+        HistoryService.check()
     except HistoryError as exc:
         raise CliError(str(exc), EXIT_ENGINE) from None
     print(f"Started an empty history. The damaged file is kept at {kept}.")

@@ -14,16 +14,18 @@ from safeguard_desktop.cli.common import (
     EXIT_USAGE,
     CliError,
     add_host_argument,
-    endpoint_for,
-    load_settings,
+    open_session,
     print_json,
 )
 from safeguard_desktop.cli.progress import ProgressPrinter, human_bytes
 from safeguard_desktop.cli.terminal import safe_terminal
-from safeguard_desktop.engine.endpoint import Endpoint
-from safeguard_desktop.engine.errors import EngineError
-from safeguard_desktop.engine.server_errors import BundleError, ModelImportFailed
-from safeguard_desktop.services.models_service import RESTART_HINT, ModelsService
+from safeguard_desktop.services.models_service import (
+    RESTART_HINT,
+    BundleError,
+    EngineError,
+    ModelImportFailed,
+    ModelsService,
+)
 
 EXIT_OK, EXIT_INTERRUPTED = 0, 130
 
@@ -74,11 +76,10 @@ def _code(exc: EngineError) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    endpoint = endpoint_for(args, settings) if hasattr(args, "host") else Endpoint()
+    session = open_session(args)
     handler = HANDLERS[args.models_action]
     try:
-        return asyncio.run(_with_service(ModelsService(settings, endpoint), handler, args))
+        return asyncio.run(_with_service(session.models(), handler, args))
     except EngineError as exc:
         raise CliError(str(exc), _code(exc)) from None
     except KeyboardInterrupt:
@@ -91,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
 async def _with_service(
     service: ModelsService, handler: Callable[..., Awaitable[int]], args: argparse.Namespace
 ) -> int:
-    async with service:
+    try:
         return await handler(service, args)
+    finally:
+        await service.client.aclose()  # on this loop, which made it
 
 
 CANCELLED = {

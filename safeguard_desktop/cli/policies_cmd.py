@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from safeguard_desktop.cli.classify_cmd import policy_folders
 from safeguard_desktop.cli.common import CliError, load_settings, print_json
 from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.core.policy import (
@@ -17,6 +16,7 @@ from safeguard_desktop.core.policy import (
     lint,
     resolve_policy,
 )
+from safeguard_desktop.services.session import policy_folders
 from safeguard_desktop.settings import Settings
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from safeguard_desktop.engine.progress import Progress
+from safeguard_desktop.services.models_service import Progress
 
 
 def human_bytes(n: float) -> str:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import os
 import sys
 
 from safeguard_desktop import secrets
@@ -15,15 +14,19 @@ from safeguard_desktop.cli.common import (
     EXIT_USAGE,
     CliError,
     add_host_argument,
-    endpoint_for,
     load_settings,
+    open_session,
     print_json,
 )
 from safeguard_desktop.cli.terminal import safe_terminal
-from safeguard_desktop.engine.endpoint import HostError, resolve_host
-from safeguard_desktop.engine.errors import EngineError
-from safeguard_desktop.engine.server_errors import NotLocalHost
-from safeguard_desktop.services.server_service import ServerService, clear_token, save_token
+from safeguard_desktop.services.server_service import (
+    EngineError,
+    NotLocalHost,
+    ServerService,
+    clear_token,
+    save_token,
+)
+from safeguard_desktop.services.session import HostError, configured_url
 
 EXIT_OK = 0
 
@@ -70,13 +73,11 @@ def run(args: argparse.Namespace) -> int:
     action = args.server_action
     if action == "token":
         return _token(args)
-    settings = load_settings()
+    session = open_session(args)
     if action == "logs":
-        return _logs(ServerService(settings, endpoint_for(args, settings)), args)
+        return _logs(session.server(), args)
     timeout = getattr(args, "timeout", 30.0)
-    service = ServerService(
-        settings, endpoint_for(args, settings), start_timeout=timeout, stop_timeout=timeout
-    )
+    service = session.server(start_timeout=timeout, stop_timeout=timeout)
     try:
         if action == "start":
             return _start(service)
@@ -142,9 +143,7 @@ def _status(service: ServerService, *, as_json: bool) -> int:
             f"Loaded: {model.name} ({model.size_vram / 1e9:.1f} GB in GPU memory, "
             f"context {model.context_length or '?'}, until {model.expires_at})"
         )
-    if report.token_warning:
-        print(f"safeguard-desktop: warning: {report.token_warning}", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_OK  # a token warning was printed when the session opened
 
 
 def _logs(service: ServerService, args: argparse.Namespace) -> int:
@@ -171,9 +170,7 @@ async def _follow(service: ServerService) -> None:
 def _token(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
-        url = resolve_host(
-            getattr(args, "host", None), os.environ.get("OLLAMA_HOST"), settings["host"]
-        )
+        url = configured_url(settings, getattr(args, "host", None))
     except HostError as exc:
         raise CliError(str(exc)) from None
     if args.token_action == "clear":

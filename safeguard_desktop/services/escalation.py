@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import markdown
 from markdown.extensions import Extension
 
-from safeguard_desktop.core.highlight import highlight
+from safeguard_desktop.services.review import review_highlights
 from safeguard_desktop.store.records import Review
 
 _BACKTICKS = re.compile(r"`+")
@@ -75,7 +75,7 @@ def _text(value: object) -> str | None:
 
 def evidence_quotes(review: Review) -> list[str]:
     """Quoted phrases of the reasoning that occur in the content, as written in the content."""
-    found = highlight(review.reasoning, review.content_text, review.rule_ids)
+    found = review_highlights(review.reasoning, review.content_text, None, review.rule_ids)
     by_group: dict[int, str] = {}
     for span in found.content:
         by_group.setdefault(span.group, review.content_text[span.start : span.end])

@@ -14,14 +14,30 @@ from safeguard_desktop.engine import bundle, bundle_import, gguf, gpu, models
 from safeguard_desktop.engine.bundle import BundleResult
 from safeguard_desktop.engine.client import OllamaClient
 from safeguard_desktop.engine.endpoint import Endpoint
-from safeguard_desktop.engine.errors import ModelMissing
+from safeguard_desktop.engine.errors import EngineError, ModelMissing
 from safeguard_desktop.engine.gguf import ImportResult
-from safeguard_desktop.engine.gpu import FitCheck
+from safeguard_desktop.engine.gpu import FitCheck, VramReport
 from safeguard_desktop.engine.models import LoadedModel, ModelDetails, ModelInfo, PullResult
 from safeguard_desktop.engine.progress import Progress, ProgressCallback, emit
-from safeguard_desktop.services.server_service import endpoint_from_settings
+from safeguard_desktop.engine.server_errors import BundleError, ModelImportFailed
 from safeguard_desktop.settings import Settings
 
+__all__ = [
+    "RESTART_HINT",
+    "BundleError",
+    "BundleResult",
+    "EngineError",
+    "FitCheck",
+    "ImportResult",
+    "LoadedModel",
+    "ModelDetails",
+    "ModelImportFailed",
+    "ModelInfo",
+    "ModelsService",
+    "Progress",
+    "PullResult",
+    "VramReport",
+]
 RESTART_HINT = (
     "A running Ollama lists it on its next refresh (it reads the manifests folder each time); "
     "if it does not appear, restart Ollama."
@@ -32,15 +48,23 @@ class ModelsService:
     """Models on one server, plus bundles in one models folder. Close it (or use `async with`)."""
 
     def __init__(
-        self, settings: Settings, endpoint: Endpoint | None = None, *, nvidia_smi: str | None = None
+        self,
+        settings: Settings,
+        endpoint: Endpoint,
+        *,
+        client: OllamaClient | None = None,
+        nvidia_smi: str | None = None,
     ) -> None:
+        """With `client` (the session's), closing this service leaves that client open."""
         self.settings = settings
-        self.endpoint = endpoint or endpoint_from_settings(settings)
-        self.client = OllamaClient(self.endpoint)
+        self.endpoint = endpoint
+        self._own_client = client is None
+        self.client = client or OllamaClient(endpoint)
         self.nvidia_smi = nvidia_smi
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._own_client:
+            await self.client.aclose()
 
     async def __aenter__(self) -> ModelsService:
         return self
@@ -83,6 +107,10 @@ class ModelsService:
                 )
         vram = await gpu.query_vram(self.nvidia_smi)
         return gpu.fit_check(model.name, model.size, vram)
+
+    async def vram(self) -> VramReport:
+        """Total and free GPU memory (nvidia-smi), or why it is unknown."""
+        return await gpu.query_vram(self.nvidia_smi)
 
     async def warm(self, name: str) -> None:
         """Load the model now, kept for the `keep_alive` setting."""

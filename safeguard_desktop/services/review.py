@@ -9,35 +9,94 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from safeguard_desktop.core.content import Content
+from safeguard_desktop.core.highlight import Highlights, highlight
 from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.core.prompt import ChatRequest, build_request, system_prompt, wants_schema
 from safeguard_desktop.core.verdict import Verdict, parse_verdict
 from safeguard_desktop.engine.client import AnswerDelta, Done, OllamaClient, Stats, ThinkingDelta
 from safeguard_desktop.engine.errors import EngineError, InternalError
+from safeguard_desktop.engine.models import list_models
 from safeguard_desktop.store.history import History, HistoryError
 
+__all__ = [
+    "ReviewOptions",
+    "ReviewResult",
+    "Reviewer",
+    "Stats",
+    "review_highlights",
+    "review_warnings",
+]
 log = logging.getLogger("safeguard.review")
+NO_HIGHLIGHTS = Highlights((), (), (), ())
 Status = Literal["done", "failed", "cancelled"]
 DeltaCallback = Callable[[str, str], None]  # (kind "thinking" | "answer", text)
 PROGRESS_EVERY_S = 1.0
 SCHEMA_MIN_VERSION = (0, 12, 4)  # Ollama applies `format` after the thinking phase from here on
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReviewOptions:
+    """How reviews run. Made by `Session.review_options` from the settings registry, which
+    holds every default; nothing here has one of its own."""
+
     model: str
-    effort: str | None = None  # None: the policy's default effort, else "medium"
-    num_ctx: int = 16384
-    seed: int | None = 42
-    temperature: float | None = 1.0
-    keep_alive: str | None = None
-    moderator: str = ""
-    source: str = "cli"
+    effort: str | None  # chosen for this review (picker, --effort); None: see effort_for
+    default_effort: str  # the `effort` setting
+    num_ctx: int
+    seed: int | None
+    temperature: float | None
+    keep_alive: str | None
+    moderator: str
+    source: str
+
+    def effort_for(self, policy: Policy) -> str:
+        """The effort chosen for the review, else the policy's own, else the setting's."""
+        return self.effort or policy.effort or self.default_effort
+
+
+def review_highlights(
+    reasoning: str, content_text: str, policy: Policy | None, cited: Sequence[str] = ()
+) -> Highlights:
+    """Rule ids, quotes of the content and decision phrases in the reasoning.
+
+    The one rule for every view and export: rule ids are the policy's when the policy is
+    known, else the ones the verdict cited; the policy's labels count as decision phrases.
+    """
+    known = [r.id for r in policy.rules] if policy is not None else list(cited)
+    labels = policy.labels if policy is not None else None
+    return highlight(reasoning, content_text, known, labels)
+
+
+def review_warnings(
+    policy: Policy, model: str, verdict: Verdict | None, *, schema_skipped: str | None = None
+) -> list[str]:
+    """Sentences a moderator should read beside the verdict (not errors: the review ran)."""
+    out: list[str] = []
+    if not is_safeguard_model(model):
+        out.append(
+            f"{model} is not a gpt-oss-safeguard model: it was not trained to apply a policy, "
+            "so treat its verdict as a hint only."
+        )
+    if schema_skipped:
+        out.append(schema_skipped)
+    if verdict is not None:
+        if verdict.problem:
+            out.append(verdict.problem)
+        defined = {r.id for r in policy.rules}
+        unknown = [r for r in verdict.rule_ids if defined and r not in defined]
+        if unknown:
+            ids = ", ".join(unknown)
+            out.append(f"The model cited {ids}, which the policy does not define; check the rule.")
+    return out
+
+
+def is_safeguard_model(model: str) -> bool:
+    return "safeguard" in model.lower()
 
 
 @dataclass
@@ -54,6 +113,9 @@ class ReviewResult:
     error: EngineError | None = None
     review_id: int | None = None
     request: ChatRequest | None = field(default=None, repr=False)
+    highlights: Highlights = field(default_factory=lambda: NO_HIGHLIGHTS, repr=False)
+    warnings: list[str] = field(default_factory=list)
+    saved: bool = False  # recorded in the history (see warnings when it was not)
 
     def to_json(self) -> dict[str, Any]:
         """The object `classify --json` prints."""
@@ -76,6 +138,7 @@ class ReviewResult:
             out["error"] = str(self.error)
         if self.review_id is not None:
             out["review_id"] = self.review_id
+        out["warnings"] = list(self.warnings)
         return out
 
 
@@ -122,23 +185,20 @@ class Reviewer:
         return self._server_version
 
     async def model_digest(self, model: str) -> str | None:
+        """The installed model's digest for provenance (cached; None when unknown)."""
         if model not in self._digests:
             try:
-                listed = await self.client.raw.list()
-                for m in listed.models:
-                    if m.model == model:
-                        self._digests[model] = m.digest
-                        break
-                else:
-                    return None
-            except Exception as exc:  # provenance is best effort; the review itself reports
+                listed = await list_models(self.client)
+            except EngineError as exc:  # provenance is best effort; the review itself reports
                 log.debug("model digest lookup failed: %s", exc)
                 return None
+            names = {model, f"{model}:latest"}
+            self._digests[model] = next((m.digest for m in listed if m.name in names), None)
         return self._digests.get(model)
 
     def build(self, policy: Policy, content: Content, *, schema: bool) -> ChatRequest:
         opts = self.options
-        effort = opts.effort or policy.effort or "medium"
+        effort = opts.effort_for(policy)
         return build_request(
             system=policy_system_prompt(policy),
             user=content.render(),
@@ -160,7 +220,8 @@ class Reviewer:
         """
         version = await self.server_version()
         parsed = parse_version(version)
-        schema = wants_schema(policy.output) and parsed is not None and parsed >= SCHEMA_MIN_VERSION
+        wanted = wants_schema(policy.output)
+        schema = wanted and parsed is not None and parsed >= SCHEMA_MIN_VERSION
         request = self.build(policy, content, schema=schema)
         result = ReviewResult(
             status="failed",
@@ -170,12 +231,23 @@ class Reviewer:
             effort=request.think,
             request=request,
         )
+        skipped = None
+        if wanted and not schema and version:
+            skipped = (
+                f"Ollama {version} cannot hold the answer to the verdict schema (0.12.4 and "
+                "later can), so the model was only asked for JSON; update Ollama for stricter "
+                "answers."
+            )
+        unsaved: str | None = None
         if self.history is not None:
             # Provenance first (cached per model), so finishing needs no network call.
             digest = await self.model_digest(request.model)
-            result.review_id = await asyncio.to_thread(
-                self._start, request, policy, content, version, digest
-            )
+            try:
+                result.review_id = await asyncio.to_thread(
+                    self._start, request, policy, content, version, digest
+                )
+            except HistoryError as exc:
+                unsaved = f"This review is not saved in the history: {exc}"
         thinking: list[str] = []
         answer: list[str] = []
         last_save = time.monotonic()
@@ -220,7 +292,17 @@ class Reviewer:
                 labels=policy.labels,
                 escalate=policy.escalate,
             )
-        await self._finish(result)
+        # Off the event loop: on a long reasoning this takes tens of milliseconds.
+        result.highlights = await asyncio.to_thread(
+            review_highlights, result.reasoning, request.user, policy
+        )
+        if result.error is None:  # a failed review says why in its error
+            result.warnings = review_warnings(
+                policy, result.model, result.verdict, schema_skipped=skipped
+            )
+        problem = unsaved or await self._finish(result)
+        if problem:
+            result.warnings.append(problem)
         return result
 
     def _start(
@@ -268,16 +350,23 @@ class Reviewer:
         except HistoryError as exc:
             log.warning("progress of review %s not saved: %s", result.review_id, exc)
 
-    async def _finish(self, result: ReviewResult) -> None:
+    async def _finish(self, result: ReviewResult) -> str | None:
+        """Record the outcome; returns a sentence when it could not be (the result stands)."""
         if self.history is None or result.review_id is None:
-            return
-        await asyncio.to_thread(
-            self.history.finish_review,
-            result.review_id,
-            status=result.status,
-            reasoning=result.reasoning,
-            answer=result.answer,
-            verdict=result.verdict.to_dict() if result.verdict else None,
-            stats=result.stats.to_dict() if result.stats else None,
-            error=str(result.error) if result.error else None,
-        )
+            return None
+        try:
+            await asyncio.to_thread(
+                self.history.finish_review,
+                result.review_id,
+                status=result.status,
+                reasoning=result.reasoning,
+                answer=result.answer,
+                verdict=result.verdict.to_dict() if result.verdict else None,
+                stats=result.stats.to_dict() if result.stats else None,
+                error=str(result.error) if result.error else None,
+            )
+        except HistoryError as exc:
+            log.warning("review %s not saved: %s", result.review_id, exc)
+            return f"This review is not saved in the history: {exc}"
+        result.saved = True
+        return None

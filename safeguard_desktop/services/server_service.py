@@ -8,8 +8,7 @@ async and reports through return values, typed `EngineError`s and callbacks; not
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from safeguard_desktop import paths, secrets
 from safeguard_desktop.engine import server_log
 from safeguard_desktop.engine.client import OllamaClient
-from safeguard_desktop.engine.endpoint import Endpoint, resolve_host, token_warning
+from safeguard_desktop.engine.endpoint import Endpoint, token_warning
 from safeguard_desktop.engine.errors import EngineError
 from safeguard_desktop.engine.models import LoadedModel, loaded_models
 from safeguard_desktop.engine.server import (
@@ -26,25 +25,29 @@ from safeguard_desktop.engine.server import (
     ServerStatus,
     StartResult,
     StopResult,
+    find_ollama,
 )
-from safeguard_desktop.engine.supervisor import EventCallback, ServerSupervisor
+from safeguard_desktop.engine.server_errors import DOWNLOAD_URL, NotLocalHost, OllamaNotFound
+from safeguard_desktop.engine.supervisor import EventCallback, ServerSupervisor, SupervisorEvent
 from safeguard_desktop.settings import Settings
 
+__all__ = [
+    "DOWNLOAD_URL",
+    "EngineError",
+    "NotLocalHost",
+    "OllamaNotFound",
+    "ServerLifecycle",
+    "ServerReport",
+    "ServerService",
+    "ServerSupervisor",
+    "StartResult",
+    "StartupOutcome",
+    "SupervisorEvent",
+    "clear_token",
+    "save_token",
+    "server_config",
+]
 log = logging.getLogger("safeguard.server")
-TOKEN_ENV = "SAFEGUARD_OLLAMA_TOKEN"
-
-
-def endpoint_from_settings(
-    settings: Settings, *, host: str | None = None, env: Mapping[str, str] | None = None
-) -> Endpoint:
-    """The address the app talks to: `host` argument, else OLLAMA_HOST, else the setting.
-
-    Raises `endpoint.HostError` for an address that cannot be used.
-    """
-    env = os.environ if env is None else env
-    url = resolve_host(host, env.get("OLLAMA_HOST"), settings["host"])
-    token = env.get(TOKEN_ENV) or secrets.get_token(url)
-    return Endpoint(url=url, token=token, timeout=float(settings["request_timeout"]))
 
 
 def server_config(
@@ -105,13 +108,13 @@ class ServerService:
     def __init__(
         self,
         settings: Settings,
-        endpoint: Endpoint | None = None,
+        endpoint: Endpoint,
         *,
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
     ) -> None:
         self.settings = settings
-        self.endpoint = endpoint or endpoint_from_settings(settings)
+        self.endpoint = endpoint
         self.config = server_config(
             settings, self.endpoint, start_timeout=start_timeout, stop_timeout=stop_timeout
         )
@@ -150,16 +153,22 @@ class ServerService:
         """A supervisor for the GUI: restarts the managed server after a crash (bounded)."""
         return ServerSupervisor(self.controller, on_event=on_event, **options)
 
-    async def autostart(self, on_event: EventCallback | None = None) -> ServerSupervisor | None:
-        """At GUI start: with `manage_server` on and a local host, attach or start and watch.
+    def use_binary(self, path: str) -> Path:
+        """Check that `path` runs as Ollama and save it as the `ollama_path` setting.
 
-        Returns the running supervisor (keep a reference), or None when nothing is managed.
+        Raises `OllamaNotFound` (not Ollama), `SettingsError` or `OSError` (not saved).
         """
-        if not self.settings["manage_server"] or not self.config.local:
-            return None
-        supervisor = self.supervisor(on_event)
-        await supervisor.start()
-        return supervisor
+        binary = find_ollama(path)
+        self.settings.set("ollama_path", str(binary))
+        self.settings.save()
+        self.config = server_config(
+            self.settings,
+            self.endpoint,
+            start_timeout=self.config.start_timeout,
+            stop_timeout=self.config.stop_timeout,
+        )
+        self.controller = ServerController(self.config)
+        return binary
 
     def log_tail(self, lines: int = 50) -> list[str]:
         return server_log.tail(self.log_file, lines)
@@ -167,3 +176,99 @@ class ServerService:
     def follow_log(self, *, from_end: bool = True) -> AsyncIterator[str]:
         """New log lines as they come; cancel the iterating task to stop."""
         return server_log.follow(self.log_file, from_end=from_end)
+
+
+@dataclass(frozen=True)
+class StartupOutcome:
+    """What `ServerLifecycle.startup` did: nothing, attached, or started a server."""
+
+    action: str  # "none" (not managed here), "attached", "started", "failed"
+    result: StartResult | None = None
+    error: EngineError | None = None
+
+
+class ServerLifecycle:
+    """The managed local server over one session: attach or start, and stop only our own.
+
+    At start-up, with the `manage_server` setting on and a loopback host: a free port gets a
+    server started here, a running Ollama is attached to (and watched when this app started
+    it in an earlier session). A user's Start does the same on demand. At quit, only the
+    servers this session started are stopped; any other is left running.
+    """
+
+    def __init__(self, settings: Settings, service: ServerService) -> None:
+        self.settings = settings
+        self.service = service
+        self.supervisor: ServerSupervisor | None = None
+        self.started: list[ServerSupervisor] = []
+        self.on_event: EventCallback | None = None
+
+    @property
+    def managed_here(self) -> bool:
+        return bool(self.settings["manage_server"]) and self.service.config.local
+
+    def started_here(self, url: str) -> bool:
+        return any(s.controller.url == url for s in self.started)
+
+    async def retarget(self, service: ServerService) -> None:
+        """Another address or server options: a server only attached to is let go."""
+        old_url = self.service.url
+        self.service = service
+        supervisor = self.supervisor
+        if service.url != old_url and supervisor is not None:
+            self.supervisor = None
+            if supervisor not in self.started:
+                await supervisor.detach()
+
+    async def startup(self) -> StartupOutcome:
+        """The start-up policy above. Never raises `EngineError`: it is in the outcome."""
+        if not self.managed_here:
+            return StartupOutcome("none")
+        found = await self.service.controller.probe()
+        if found.kind not in ("free", "ollama", "unauthorized"):
+            return StartupOutcome("none")  # something else holds the port: say it elsewhere
+        try:
+            result = await self.start()
+        except EngineError as exc:
+            return StartupOutcome("failed", error=exc)
+        return StartupOutcome("started" if result.started else "attached", result)
+
+    async def start(self) -> StartResult:
+        """Attach to a running Ollama or start one, under a supervisor (raises EngineError)."""
+        supervisor = self.service.supervisor(self.on_event)
+        result = await supervisor.start()
+        if self.supervisor is not None and self.supervisor not in self.started:
+            await self.supervisor.detach()
+        self.supervisor = supervisor
+        if result.started:
+            self.started.append(supervisor)
+        return result
+
+    async def stop(self) -> StopResult:
+        """Stop the server at this address if this app started it (raises `NotManaged`)."""
+        supervisor = self.supervisor
+        if supervisor is not None and supervisor.controller.url == self.service.url:
+            result = await supervisor.stop()
+        else:
+            result = await self.service.stop()
+        self.started = [s for s in self.started if s.controller.url != result.url]
+        self.supervisor = None
+        return result
+
+    async def shutdown(self) -> None:
+        """Stop what this session started; leave any other server running."""
+        stopped: set[str] = set()
+        for supervisor in reversed(self.started):
+            url = supervisor.controller.url
+            if url in stopped:
+                await supervisor.detach()
+                continue
+            stopped.add(url)
+            try:
+                await supervisor.stop()
+            except EngineError as exc:
+                log.info("not stopped at quit: %s", exc)
+        if self.supervisor is not None and self.supervisor not in self.started:
+            await self.supervisor.detach()
+        self.started.clear()
+        self.supervisor = None

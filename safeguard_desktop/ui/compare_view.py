@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from safeguard_desktop.core.content import Content, ContentError, content_from_dict
-from safeguard_desktop.core.highlight import highlight
 from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.qt import (
     QCloseEvent,
@@ -33,13 +32,13 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
-from safeguard_desktop.store.history import Review
+from safeguard_desktop.services.history_service import Review
+from safeguard_desktop.services.review import ReviewOptions, ReviewResult
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import SingleTask
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.history_model import local_time
 from safeguard_desktop.ui.reasoning_view import ReasoningView
-from safeguard_desktop.ui.stored_review import policy_line, review_highlights, show_verdict
+from safeguard_desktop.ui.stored_review import policy_line, show_verdict, stored_highlights
 from safeguard_desktop.ui.verdict_panel import VerdictPanel, plain_label
 from safeguard_desktop.ui.wellness import InlineMessage, RevealState
 
@@ -118,7 +117,7 @@ class CompareView(QDialog):
 
     def __init__(
         self,
-        ctx: AppContext,
+        ctx: Session,
         review: Review,
         stored_policy: Policy | None,
         policies: Sequence[Policy],
@@ -249,7 +248,7 @@ class CompareView(QDialog):
 
     def _show_stored(self) -> None:
         review, policy = self.review, self.stored_policy
-        marks = review_highlights(review, policy)
+        marks = stored_highlights(review, policy)
         show_verdict(self.stored_panel, review, policy, marks)
         self.stored_policy_label.setText(
             policy_line(review.policy_id, review.policy_version, review.policy_sha256)
@@ -288,12 +287,12 @@ class CompareView(QDialog):
             self.new_reasoning.append(text)
 
     async def _run(self, policy: Policy, content: Content, options: ReviewOptions) -> None:
-        reviewer = Reviewer(self.ctx.client, options, self.ctx.history)
+        reviewer = self.ctx.reviewer(options)
         try:
             result = await reviewer.review(policy, content, on_delta=self._on_delta)
         except asyncio.CancelledError:
             self.new_reasoning.finish()
-            self.new_panel.set_cancelled(model=options.model, effort=options.effort or "")
+            self.new_panel.set_cancelled(model=options.model, effort=options.effort_for(policy))
             self.comparison.setText(self._sha_text(policy) + " · re-run cancelled")
             raise
         except Exception as exc:  # e.g. the history failed: keep the window usable
@@ -302,7 +301,7 @@ class CompareView(QDialog):
             self.new_panel.set_failed(
                 f"The re-run stopped unexpectedly ({exc}). Details are in the log; try again.",
                 model=options.model,
-                effort=options.effort or "",
+                effort=options.effort_for(policy),
             )
             return
         finally:
@@ -314,12 +313,14 @@ class CompareView(QDialog):
             self.review_saved.emit(result.review_id)
 
     def _show_result(self, result: ReviewResult, policy: Policy) -> None:
-        reasoning = self.new_reasoning.finish(result.reasoning)
-        marks = highlight(reasoning, result.content.render(), [r.id for r in policy.rules])
+        self.new_reasoning.finish(result.reasoning)
+        marks = result.highlights
         self.new_reasoning.apply_highlights(marks.reasoning, policy)
         if result.error is not None or result.verdict is None:
             message = str(result.error) if result.error else "The re-run failed; try again."
-            self.new_panel.set_failed(message, model=result.model, effort=result.effort)
+            self.new_panel.set_failed(
+                message, model=result.model, effort=result.effort, warnings=result.warnings
+            )
             self.comparison.setText(self._sha_text(policy) + " · re-run failed")
         else:
             self.new_panel.set_verdict(
@@ -328,6 +329,7 @@ class CompareView(QDialog):
                 effort=result.effort,
                 mentioned=marks.rule_ids,
                 known=[r.id for r in policy.rules],
+                warnings=result.warnings,
             )
             before = self.review.verdict_label or self.review.status
             after = result.verdict.label

@@ -30,7 +30,7 @@ from safeguard_desktop.qt import (
     QWidget,
 )
 from safeguard_desktop.services.escalation import NoteOptions, escalation_note, render_html
-from safeguard_desktop.store.history import Review
+from safeguard_desktop.services.history_service import Review
 from safeguard_desktop.ui.async_utils import TaskKeeper
 from safeguard_desktop.ui.wellness import InlineMessage
 

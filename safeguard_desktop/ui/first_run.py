@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from safeguard_desktop.engine.server_errors import DOWNLOAD_URL
 from safeguard_desktop.qt import (
     QDialog,
     QFileDialog,
@@ -27,6 +26,7 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
+from safeguard_desktop.services.server_service import DOWNLOAD_URL
 from safeguard_desktop.ui.model_ops import ModelOps, Outcome
 from safeguard_desktop.ui.models_panel import BUNDLE_FILTER, GGUF_FILTER, LEVEL_COLOURS
 from safeguard_desktop.ui.progress_row import ProgressRow

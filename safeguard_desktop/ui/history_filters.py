@@ -25,7 +25,7 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.store.history import Filters
+from safeguard_desktop.services.history_service import Filters
 from safeguard_desktop.ui.history_model import Query
 
 DEBOUNCE_MS = 250

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass, field
 
 from safeguard_desktop.qt import QAction, QKeySequence, QTimer
-from safeguard_desktop.store.history import HistoryError
+from safeguard_desktop.services.history_service import HistoryError
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.history_view import HistoryView
 from safeguard_desktop.ui.main_window import MainWindow
 
@@ -41,7 +41,7 @@ class HistoryIntegration:
     """What `install` added; `purge_task` is the start-up retention purge (if any)."""
 
     window: MainWindow
-    ctx: AppContext
+    ctx: Session
     view: HistoryView
     view_action: QAction
     actions: dict[str, QAction] = field(default_factory=dict)
@@ -103,7 +103,7 @@ class HistoryIntegration:
         await self.view.shutdown()
 
 
-def install(window: MainWindow, ctx: AppContext) -> HistoryIntegration:
+def install(window: MainWindow, ctx: Session) -> HistoryIntegration:
     """Add the History tab, its menu and shortcuts; refresh it whenever a review finishes."""
     view = HistoryView(
         ctx,

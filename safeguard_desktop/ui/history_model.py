@@ -1,7 +1,7 @@
 """The History table model: pages of 200 review summaries loaded off the GUI thread.
 
 The view asks for more rows (`canFetchMore`/`fetchMore`) as it scrolls; each page is read
-in a worker thread (`asyncio.to_thread`, History is thread-safe) and inserted when it
+in a worker thread (`asyncio.to_thread`, the history is thread-safe) and inserted when it
 arrives, so the table opens at once on any history size. Results of an older query are
 dropped by a generation counter.
 
@@ -31,7 +31,12 @@ from safeguard_desktop.qt import (
     Qt,
     Signal,
 )
-from safeguard_desktop.store.history import Filters, History, HistoryError, ReviewSummary
+from safeguard_desktop.services.history_service import (
+    Filters,
+    HistoryError,
+    HistoryService,
+    ReviewSummary,
+)
 from safeguard_desktop.ui.async_utils import TaskKeeper
 from safeguard_desktop.ui.theme import scheme
 
@@ -113,7 +118,7 @@ def make_row(summary: ReviewSummary) -> Row:
 
 
 def read_page(
-    history: History, query: Query, offset: int, last: ReviewSummary | None, limit: int
+    history: HistoryService, query: Query, offset: int, last: ReviewSummary | None, limit: int
 ) -> list[ReviewSummary]:
     """One page of the query (runs in a worker thread: no Qt object is touched here)."""
     if query.searching:
@@ -128,7 +133,10 @@ class HistoryModel(QAbstractTableModel):
     failed = Signal(str)
 
     def __init__(
-        self, history: History | None, parent: QObject | None = None, page_size: int = PAGE_SIZE
+        self,
+        history: HistoryService | None,
+        parent: QObject | None = None,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         super().__init__(parent)
         self.history = history

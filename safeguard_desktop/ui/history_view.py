@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from safeguard_desktop import paths
-from safeguard_desktop.core.policy import Policy, builtin_policies, find_policies
+from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.qt import (
     QAbstractItemView,
     QAction,
@@ -37,11 +35,11 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
+from safeguard_desktop.services.history_service import HistoryError, HistoryService, Review
 from safeguard_desktop.services.review import ReviewOptions
-from safeguard_desktop.store.history import History, HistoryError, Review
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper, dialog_result
 from safeguard_desktop.ui.compare_view import CompareView, OptionsFor
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.export_dialog import ExportDialog
 from safeguard_desktop.ui.history_filters import FilterBar
 from safeguard_desktop.ui.history_model import (
@@ -65,36 +63,24 @@ EXPORT_LIMIT = 500
 OPEN_DELAY_MS = 120
 
 
-def settings_options(ctx: AppContext) -> OptionsFor:
-    """Review options from the settings (used when no Review view is around)."""
+def settings_options(ctx: Session) -> OptionsFor:
+    """Review options from the settings (used when no Review view is around): the policy's
+    own effort wins over the `effort` setting, as it does everywhere."""
 
     def options(_policy: Policy) -> ReviewOptions:
-        s = ctx.settings
-        seed = int(s["seed"])
-        return ReviewOptions(
-            model=str(s["model"]),
-            effort=str(s["effort"]) or None,
-            num_ctx=int(s["num_ctx"]),
-            seed=None if seed < 0 else seed,
-            temperature=float(s["temperature"]),
-            keep_alive=str(s["keep_alive"]) or None,
-            moderator=str(s["moderator"]),
-            source="gui",
-        )
+        return ctx.review_options(source="gui")
 
     return options
 
 
-def folder_policies(ctx: AppContext) -> Callable[[], list[Policy]]:
+def folder_policies(ctx: Session) -> Callable[[], list[Policy]]:
     def policies() -> list[Policy]:
-        configured = str(ctx.settings["policy_folder"] or "")
-        folder = Path(configured) if configured else paths.user_policies_dir()
-        return builtin_policies() + find_policies(folder.expanduser())
+        return ctx.policies()[0]
 
     return policies
 
 
-def load_review(history: History, review_id: int) -> tuple[Review | None, Policy | None]:
+def load_review(history: HistoryService, review_id: int) -> tuple[Review | None, Policy | None]:
     """A review and the exact policy it ran with (worker thread: no Qt object here)."""
     review = history.get(review_id)
     if review is None:
@@ -138,7 +124,7 @@ class HistoryView(QWidget):
 
     def __init__(
         self,
-        ctx: AppContext,
+        ctx: Session,
         reveal: RevealState | None = None,
         parent: QWidget | None = None,
         *,

@@ -5,7 +5,7 @@ Extension points for other panels: `add_view(name, widget, shortcut)`, `menu(nam
 `on_quit` callbacks (each may return an awaitable; they run before the window closes).
 
 Signals:
-    server_state_changed(ServerState): after every health check.
+    server_state_changed(ServerHealth): after every health check.
     closed(): the window finished shutting down.
 """
 
@@ -34,10 +34,10 @@ from safeguard_desktop.qt import (
     Signal,
 )
 from safeguard_desktop.services.review import ReviewResult
+from safeguard_desktop.services.session import ServerHealth, Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.review_view import ReviewView
-from safeguard_desktop.ui.server_monitor import ServerMonitor, ServerState, human_bytes
+from safeguard_desktop.ui.server_monitor import ServerMonitor, human_bytes
 from safeguard_desktop.ui.shortcuts import ShortcutsDialog, collect_shortcuts
 from safeguard_desktop.ui.span_view import rich_tooltip
 from safeguard_desktop.ui.theme import app_icon, repolish
@@ -53,7 +53,7 @@ class MainWindow(QMainWindow):
     server_state_changed = Signal(object)
     closed = Signal()
 
-    def __init__(self, ctx: AppContext, *, monitor_interval_ms: int = 5000) -> None:
+    def __init__(self, ctx: Session, *, monitor_interval_ms: int = 5000) -> None:
         super().__init__()
         self.ctx = ctx
         self.setWindowTitle("Safeguard Desktop")
@@ -323,7 +323,7 @@ class MainWindow(QMainWindow):
             self.set_status("last_review", f"Last review {stamp}: {label}{seconds}")
         self.monitor.check_now()
 
-    def _server_state(self, state: ServerState) -> None:
+    def _server_state(self, state: ServerHealth) -> None:
         if state.reachable:
             version = f" {state.version}" if state.version else ""
             self.set_status("server", f"● Ollama{version} · {state.url}", level="ok")

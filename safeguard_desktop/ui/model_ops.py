@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from safeguard_desktop.engine.errors import EngineError
-from safeguard_desktop.engine.progress import Progress
 from safeguard_desktop.qt import QObject, Signal
-from safeguard_desktop.services.models_service import RESTART_HINT, ModelsService
+from safeguard_desktop.services.models_service import (
+    RESTART_HINT,
+    EngineError,
+    ModelsService,
+    Progress,
+)
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.context import AppContext
 
 log = logging.getLogger("safeguard.ui.models")
 Work = Callable[[ModelsService], Awaitable[str]]
@@ -63,7 +66,7 @@ class ModelOps(QObject):
     busy_changed = Signal(bool)
     models_changed = Signal()
 
-    def __init__(self, ctx: AppContext, parent: QObject | None = None) -> None:
+    def __init__(self, ctx: Session, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self._tasks = TaskKeeper()
@@ -161,7 +164,7 @@ class ModelOps(QObject):
 
     async def _run(self, kind: str, label: str, work: Work) -> None:
         try:
-            async with ModelsService(self.ctx.settings, self.ctx.endpoint) as service:
+            async with self.ctx.models() as service:
                 message = await work(service)
         except asyncio.CancelledError:
             self._end(Outcome(kind, label, False, CANCELLED.get(kind, DEFAULT_CANCELLED), True))

@@ -12,10 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from safeguard_desktop.engine import gpu
-from safeguard_desktop.engine.errors import EngineError
-from safeguard_desktop.engine.gpu import FitCheck
-from safeguard_desktop.engine.models import ModelDetails
 from safeguard_desktop.qt import (
     QAbstractItemView,
     QFileDialog,
@@ -32,9 +28,13 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.models_service import ModelsService
+from safeguard_desktop.services.models_service import (
+    EngineError,
+    FitCheck,
+    ModelDetails,
+)
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper, dialog_result
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.model_ops import ModelOps, Outcome
 from safeguard_desktop.ui.models_table import LoadedModelsView, ModelsTableModel
 from safeguard_desktop.ui.progress_row import ProgressRow, human_size
@@ -59,7 +59,7 @@ def fit_text(fit: FitCheck, details: ModelDetails | None) -> tuple[str, str]:
 class ModelsPanel(QWidget):
     notice = Signal(str, str)
 
-    def __init__(self, ctx: AppContext, ops: ModelOps, parent: QWidget | None = None) -> None:
+    def __init__(self, ctx: Session, ops: ModelOps, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.ops = ops
@@ -211,7 +211,7 @@ class ModelsPanel(QWidget):
             self._tasks.spawn(self._refresh(), name="models-refresh")
 
     async def _refresh(self) -> None:
-        async with ModelsService(self.ctx.settings, self.ctx.endpoint) as service:
+        async with self.ctx.models() as service:
             try:
                 installed = await service.installed()
                 loaded = await service.loaded()
@@ -231,7 +231,7 @@ class ModelsPanel(QWidget):
         if tuple(loaded) != self.loaded.loaded:
             self.loaded.set_loaded(loaded)
         self._update_buttons()
-        vram = await gpu.query_vram(service.nvidia_smi)
+        vram = await service.vram()
         if vram.known:
             self.loaded.set_gpu(
                 f"GPU memory: {human_size(vram.total)} total, {human_size(vram.free)} free."
@@ -241,7 +241,7 @@ class ModelsPanel(QWidget):
 
     async def _check_fit(self, name: str) -> FitCheck | None:
         """Show whether `name` fits in free GPU memory, and capability warnings, before warm-up."""
-        async with ModelsService(self.ctx.settings, self.ctx.endpoint) as service:
+        async with self.ctx.models() as service:
             try:
                 fit = await service.fit(name)
                 details = await service.show(name)

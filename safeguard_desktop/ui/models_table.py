@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from safeguard_desktop.engine.models import LoadedModel, ModelInfo
 from safeguard_desktop.qt import (
     QAbstractTableModel,
     QLabel,
@@ -16,6 +15,7 @@ from safeguard_desktop.qt import (
     QVBoxLayout,
     QWidget,
 )
+from safeguard_desktop.services.models_service import LoadedModel, ModelInfo
 from safeguard_desktop.ui.progress_row import human_clock, human_size, human_time
 from safeguard_desktop.ui.span_view import rich_tooltip
 

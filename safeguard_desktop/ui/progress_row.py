@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from safeguard_desktop.engine.progress import Progress
 from safeguard_desktop.qt import (
     QHBoxLayout,
     QLabel,
@@ -18,6 +17,7 @@ from safeguard_desktop.qt import (
     QVBoxLayout,
     QWidget,
 )
+from safeguard_desktop.services.models_service import Progress
 from safeguard_desktop.ui.model_ops import LONG_KINDS, ModelOps, Outcome
 
 SCALE = 1000  # the bar counts tenths of a percent

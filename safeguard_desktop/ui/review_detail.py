@@ -27,9 +27,9 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.store.history import HistoryError, Review
+from safeguard_desktop.services.history_service import HistoryError, Review
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.decision_bar import DecisionBar
 from safeguard_desktop.ui.history_model import local_time
 from safeguard_desktop.ui.policy_panel import PolicyViewer
@@ -53,7 +53,7 @@ class ReviewDetail(QWidget):
     export_requested = Signal(int)
     review_changed = Signal(object)
 
-    def __init__(self, ctx: AppContext, reveal: RevealState, parent: QWidget | None = None):
+    def __init__(self, ctx: Session, reveal: RevealState, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("reviewDetail")
         self.ctx = ctx

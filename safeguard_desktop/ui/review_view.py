@@ -17,7 +17,7 @@ import logging
 import time
 
 from safeguard_desktop.core.content import Content, ContentError
-from safeguard_desktop.core.highlight import Span, highlight
+from safeguard_desktop.core.highlight import Span
 from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.qt import (
     QComboBox,
@@ -32,10 +32,10 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
+from safeguard_desktop.services.review import ReviewOptions, ReviewResult
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import SingleTask
 from safeguard_desktop.ui.content_editor import ContentEditor
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.policy_panel import PolicyPanel
 from safeguard_desktop.ui.reasoning_view import ContentPane, ReasoningView
 from safeguard_desktop.ui.theme import titled_pane
@@ -51,7 +51,7 @@ class ReviewView(QWidget):
     review_finished = Signal(object)
     open_requested = Signal()
 
-    def __init__(self, ctx: AppContext, reveal: RevealState, parent: QWidget | None = None):
+    def __init__(self, ctx: Session, reveal: RevealState, parent: QWidget | None = None):
         super().__init__(parent)
         self.ctx = ctx
         self.reveal = reveal
@@ -215,17 +215,10 @@ class ReviewView(QWidget):
             )
 
     def options(self, policy: Policy) -> ReviewOptions:
-        s = self.ctx.settings
-        seed = int(s["seed"])
-        return ReviewOptions(
-            model=self.model_picker.currentText().strip() or str(s["model"]),
-            effort=self.effort_picker.currentText(),
-            num_ctx=int(s["num_ctx"]),
-            seed=None if seed < 0 else seed,
-            temperature=float(s["temperature"]),
-            keep_alive=str(s["keep_alive"]) or None,
-            moderator=str(s["moderator"]),
+        return self.ctx.review_options(
             source="gui",
+            model=self.model_picker.currentText(),
+            effort=self.effort_picker.currentText(),
         )
 
     def classify(self) -> None:
@@ -247,7 +240,7 @@ class ReviewView(QWidget):
         self.reasoning.begin()
         self.content_pane.show_content(content.render())
         self.content_mask.set_has_content(True)
-        self.verdict.set_running(options.model, options.effort or "medium")
+        self.verdict.set_running(options.model, options.effort_for(policy))
         self._started = time.monotonic()
         self._tokens = 0
         self._task.start(self._run(policy, content, options), name="review")
@@ -266,20 +259,20 @@ class ReviewView(QWidget):
     # --- the review ------------------------------------------------------------------
 
     async def _run(self, policy: Policy, content: Content, options: ReviewOptions) -> None:
-        reviewer = Reviewer(self.ctx.client, options, self.ctx.history)
+        reviewer = self.ctx.reviewer(options)
         result: ReviewResult | None = None
         try:
             result = await reviewer.review(policy, content, on_delta=self._on_delta)
         except asyncio.CancelledError:
             self.reasoning.finish()
-            self.verdict.set_cancelled(model=options.model, effort=options.effort or "")
+            self.verdict.set_cancelled(model=options.model, effort=options.effort_for(policy))
         except Exception as exc:  # e.g. the history file failed: show it, keep the window alive
             log.exception("review crashed")
             self.reasoning.finish()
             self.verdict.set_failed(
                 f"The review stopped unexpectedly ({exc}). Details are in the log; try again.",
                 model=options.model,
-                effort=options.effort or "",
+                effort=options.effort_for(policy),
             )
         else:
             self._show_result(result, policy)
@@ -301,14 +294,15 @@ class ReviewView(QWidget):
         self.verdict.set_progress(self._tokens, time.monotonic() - self._started)
 
     def _show_result(self, result: ReviewResult, policy: Policy) -> None:
-        reasoning = self.reasoning.finish(result.reasoning)
-        rendered = result.content.render()
-        marks = highlight(reasoning, rendered, [r.id for r in policy.rules])
+        self.reasoning.finish(result.reasoning)
+        marks = result.highlights
         self.reasoning.apply_highlights(marks.reasoning, policy)
         self.content_pane.apply_highlights(marks.content)
         if result.error is not None or result.verdict is None:
             message = str(result.error) if result.error else "The review failed; try again."
-            self.verdict.set_failed(message, model=result.model, effort=result.effort)
+            self.verdict.set_failed(
+                message, model=result.model, effort=result.effort, warnings=result.warnings
+            )
         else:
             self.verdict.set_verdict(
                 result.verdict,
@@ -316,6 +310,7 @@ class ReviewView(QWidget):
                 effort=result.effort,
                 mentioned=marks.rule_ids,
                 known=[r.id for r in policy.rules],
+                warnings=result.warnings,
             )
         self.verdict.set_stats(result.stats, self._tokens)
 

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from safeguard_desktop.engine.endpoint import HostError, resolve_host
-from safeguard_desktop.engine.errors import EngineError
-from safeguard_desktop.engine.server import find_ollama
-from safeguard_desktop.engine.server_errors import OllamaNotFound
-from safeguard_desktop.engine.supervisor import ServerSupervisor, SupervisorEvent
 from safeguard_desktop.qt import QObject, QTimer
-from safeguard_desktop.services.models_service import ModelsService
-from safeguard_desktop.services.server_service import ServerService, endpoint_from_settings
+from safeguard_desktop.services.server_service import (
+    EngineError,
+    OllamaNotFound,
+    ServerLifecycle,
+    ServerService,
+    StartResult,
+    SupervisorEvent,
+)
+from safeguard_desktop.services.session import HostError, Session
 from safeguard_desktop.settings import SettingsError
 from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.first_run import FirstRunAssistant, SetupState
 from safeguard_desktop.ui.main_window import MainWindow
 from safeguard_desktop.ui.model_ops import ModelOps, Outcome
@@ -48,14 +48,13 @@ EVENT_STATUS = {
 class ServerIntegration(QObject):
     """Owns the Server view, the model operations, the supervisor and the two dialogs."""
 
-    def __init__(self, window: MainWindow, ctx: AppContext) -> None:
+    def __init__(self, window: MainWindow, ctx: Session) -> None:
         super().__init__(window)
         self.window = window
         self.ctx = ctx
         self._tasks = TaskKeeper()
-        self.service = ServerService(ctx.settings, ctx.endpoint)
-        self.supervisor: ServerSupervisor | None = None
-        self.started: list[ServerSupervisor] = []  # servers this session started: stopped at quit
+        self.lifecycle: ServerLifecycle = ctx.lifecycle  # attach/start, stop only our own
+        self.lifecycle.on_event = self._on_event
         self.start_error: str | None = None
         self.settings_dialog: SettingsDialog | None = None
         self.assistant: FirstRunAssistant | None = None
@@ -66,7 +65,6 @@ class ServerIntegration(QObject):
         self._last_reachable: bool | None = None
         self._last_loaded: tuple[str, ...] = ()
 
-        self._host_override = self._override(ctx)
         self.ops = ModelOps(ctx, self)
         self.panel = ServerPanel(ctx, self.ops)
         self.view_action = window.add_view("Server", self.panel)
@@ -80,14 +78,9 @@ class ServerIntegration(QObject):
         window.server_state_changed.connect(self._health)
         window.on_quit.append(self.shutdown)
 
-    @staticmethod
-    def _override(ctx: AppContext) -> str | None:
-        """The --host the app was started with, when it differs from the settings' address."""
-        try:  # the address only: no keyring read on the GUI thread
-            configured = resolve_host(None, os.environ.get("OLLAMA_HOST"), ctx.settings["host"])
-        except HostError:
-            configured = None
-        return ctx.endpoint.url if ctx.endpoint.url != configured else None
+    @property
+    def service(self) -> ServerService:
+        return self.lifecycle.service
 
     def _build_actions(self) -> None:
         w = self.window
@@ -127,13 +120,16 @@ class ServerIntegration(QObject):
         self._spawn(self._startup(), name="server-startup")
 
     async def _startup(self) -> None:
-        service = self.service
-        found = await service.controller.probe()
-        if service.config.local and self.ctx.settings["manage_server"]:
-            if found.kind == "free":
-                await self._start(announce=True)
-            elif found.kind in ("ollama", "unauthorized"):
-                await self._start(announce=False)  # attach; watch it if this app started it
+        if self.lifecycle.managed_here:
+            self._busy("Starting Ollama…")
+            try:
+                outcome = await self.lifecycle.startup()
+            finally:
+                self._busy(None)
+            if outcome.error is not None:
+                self._start_failed(outcome.error)
+            elif outcome.result is not None:
+                self._started(outcome.result)
         await self.refresh()
         state = await self.setup_state()
         binary_missing = state.local and not state.binary and not state.running
@@ -159,35 +155,36 @@ class ServerIntegration(QObject):
         """Attach or start under a supervisor; errors go to the panel and the status bar."""
         if self._starting:
             return False
-        self._starting = True
-        if announce:
-            self.window.set_status(STATUS_KEY, "Starting Ollama…", level="unknown")
-            self.panel.set_busy("Starting Ollama…")
-        supervisor = self.service.supervisor(self._on_event)
+        self._busy("Starting Ollama…" if announce else "")
         try:
-            result = await supervisor.start()
+            result = await self.lifecycle.start()
         except EngineError as exc:
-            self.start_error = str(exc)
-            short = (
-                "Ollama not found" if isinstance(exc, OllamaNotFound) else "Ollama did not start"
-            )
-            self.window.set_status(STATUS_KEY, short, str(exc), "error")
-            self.panel.show_message(str(exc), "error")
+            self._start_failed(exc)
             return False
         finally:
-            self._starting = False
-            self.panel.set_busy(None)
+            self._busy(None)
+        self._started(result)
+        return True
+
+    def _busy(self, text: str | None) -> None:
+        self._starting = text is not None
+        if text:
+            self.window.set_status(STATUS_KEY, text, level="unknown")
+        self.panel.set_busy(text or None)
+
+    def _start_failed(self, exc: EngineError) -> None:
+        self.start_error = str(exc)
+        short = "Ollama not found" if isinstance(exc, OllamaNotFound) else "Ollama did not start"
+        self.window.set_status(STATUS_KEY, short, str(exc), "error")
+        self.panel.show_message(str(exc), "error")
+
+    def _started(self, result: StartResult) -> None:
         if self.start_error is not None:  # the failure shown earlier is over
             self.start_error = None
             self.panel.message.dismiss()
-        if self.supervisor is not None and self.supervisor not in self.started:
-            await self.supervisor.detach()
-        self.supervisor = supervisor
         if result.started:
-            self.started.append(supervisor)
             self.window.show_message(f"Ollama started at {result.url}.")
         self._recheck_health()
-        return True
 
     def stop_server(self) -> None:
         self._spawn(self._stop(), name="server-stop")
@@ -195,18 +192,12 @@ class ServerIntegration(QObject):
     async def _stop(self) -> None:
         self.panel.set_busy("Stopping Ollama…")
         self.window.set_status(STATUS_KEY, "Stopping Ollama…", level="unknown")
-        supervisor = self.supervisor
         try:
-            if supervisor is not None and supervisor.controller.url == self.service.url:
-                result = await supervisor.stop()
-            else:
-                result = await self.service.stop()
+            result = await self.lifecycle.stop()
         except EngineError as exc:
             self.window.set_status(STATUS_KEY, "Not stopped", str(exc), "warning")
             self.panel.show_message(str(exc), "error")
         else:
-            self.started = [s for s in self.started if s.controller.url != result.url]
-            self.supervisor = None
             text = "Ollama stopped." if result.was_running else "Ollama was not running."
             self.window.set_status(STATUS_KEY, "Ollama stopped", text, "")
             self.window.show_message(text)
@@ -247,7 +238,7 @@ class ServerIntegration(QObject):
         while self._refresh_again:
             self._refresh_again = False
             report = await self.service.status()
-            ours = any(s.controller.url == report.status.host for s in self.started)
+            ours = self.lifecycle.started_here(report.status.host)
             self.panel.show_report(report, started_here=ours)
             self.stop_action.setEnabled(report.status.managed and report.status.running)
             self.start_action.setEnabled(report.status.local and not report.status.running)
@@ -277,7 +268,7 @@ class ServerIntegration(QObject):
         installed: bool | None = None
         if status.running:
             try:
-                async with ModelsService(self.ctx.settings, self.ctx.endpoint) as models:
+                async with self.ctx.models() as models:
                     names = {m.name for m in await models.installed()}
                 installed = model in names or f"{model}:latest" in names
             except EngineError as exc:
@@ -327,9 +318,7 @@ class ServerIntegration(QObject):
     async def _use_binary(self, path: str) -> None:
         assistant = self.assistant
         try:
-            binary = find_ollama(path)
-            self.ctx.settings.set("ollama_path", str(binary))
-            self.ctx.settings.save()
+            binary = self.service.use_binary(path)
         except (OllamaNotFound, SettingsError) as exc:
             if assistant is not None:
                 log.info("not usable as ollama: %s", exc)
@@ -341,7 +330,6 @@ class ServerIntegration(QObject):
             if assistant is not None:
                 assistant.message.show_message(f"Settings could not be saved ({exc.strerror}).")
             return
-        self.service = ServerService(self.ctx.settings, self.ctx.endpoint)
         if assistant is not None:
             assistant.message.show_message(f"Using {binary}.", "info")
         await self.refresh()
@@ -372,28 +360,15 @@ class ServerIntegration(QObject):
 
     def _settings_saved(self, saved: SavedSettings) -> None:
         if "host" in saved.changed:  # a host chosen here wins over --host from now on
-            self._host_override = None
+            self.ctx.forget_host_override()
         self._spawn(self._apply_settings(saved), name="settings-apply")
 
     async def _apply_settings(self, saved: SavedSettings) -> None:
-        ctx = self.ctx
-        if saved.endpoint_changed:
-            try:  # reads the token: the keyring may block on an unlock prompt
-                endpoint = await asyncio.to_thread(
-                    endpoint_from_settings, ctx.settings, host=self._host_override
-                )
-            except HostError as exc:
-                self.panel.show_message(str(exc), "error")
-                return
-            if endpoint != ctx.endpoint:
-                old = ctx.replace_endpoint(endpoint)
-                self._spawn(old.aclose(), name="close-old-client")
-        old_url = self.service.url
-        self.service = ServerService(ctx.settings, ctx.endpoint)
-        if self.service.url != old_url and self.supervisor is not None:
-            if self.supervisor not in self.started:
-                self._spawn(self.supervisor.detach(), name="supervisor-detach")
-            self.supervisor = None
+        try:  # reads the token (in a thread): the keyring may block on an unlock prompt
+            await self.ctx.apply_settings()
+        except HostError as exc:
+            self.panel.show_message(str(exc), "error")
+            return
         report = self.panel.report
         if saved.warning:
             self.panel.show_message(saved.warning, "warning")
@@ -414,27 +389,13 @@ class ServerIntegration(QObject):
         await self.ops.wait_idle()
         await self.panel.shutdown()
         await self._tasks.wait_all(timeout=5)
-        stopped: set[str] = set()
-        for supervisor in reversed(self.started):
-            url = supervisor.controller.url
-            if url in stopped:
-                await supervisor.detach()
-                continue
-            stopped.add(url)
-            try:
-                await supervisor.stop()
-            except EngineError as exc:
-                log.info("not stopped at quit: %s", exc)
-        if self.supervisor is not None and self.supervisor not in self.started:
-            await self.supervisor.detach()
-        self.started.clear()
-        self.supervisor = None
+        await self.lifecycle.shutdown()
         for dialog in (self.assistant, self.settings_dialog):
             if dialog is not None:
                 dialog.close()
 
 
-def install(window: MainWindow, ctx: AppContext) -> ServerIntegration:
+def install(window: MainWindow, ctx: Session) -> ServerIntegration:
     """Add the Server view, Settings and the assistant to `window`; start-up runs async."""
     integration = ServerIntegration(window, ctx)
     try:

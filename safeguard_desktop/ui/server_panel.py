@@ -15,7 +15,6 @@ import contextlib
 import logging
 import time
 
-from safeguard_desktop.engine.supervisor import SupervisorEvent
 from safeguard_desktop.qt import (
     QFontDatabase,
     QFormLayout,
@@ -31,9 +30,9 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.server_service import ServerReport, ServerService
+from safeguard_desktop.services.server_service import ServerReport, ServerService, SupervisorEvent
+from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.context import AppContext
 from safeguard_desktop.ui.model_ops import ModelOps
 from safeguard_desktop.ui.models_panel import LEVEL_COLOURS, ModelsPanel
 from safeguard_desktop.ui.span_view import rich_tooltip
@@ -63,7 +62,7 @@ class ServerPanel(QWidget):
     settings_requested = Signal()
     assistant_requested = Signal()
 
-    def __init__(self, ctx: AppContext, ops: ModelOps, parent: QWidget | None = None) -> None:
+    def __init__(self, ctx: Session, ops: ModelOps, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("serverPanel")
         self.ctx = ctx

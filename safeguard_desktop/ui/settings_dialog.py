@@ -23,12 +23,6 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from safeguard_desktop import secrets
-from safeguard_desktop.engine.endpoint import (
-    HostError,
-    normalize_host,
-    resolve_host,
-    token_warning,
-)
 from safeguard_desktop.qt import (
     QCheckBox,
     QComboBox,
@@ -50,6 +44,12 @@ from safeguard_desktop.qt import (
     Signal,
 )
 from safeguard_desktop.services.server_service import save_token
+from safeguard_desktop.services.session import (
+    HostError,
+    configured_url,
+    normalize_host,
+    token_warning,
+)
 from safeguard_desktop.settings import REGISTRY, Setting, Settings, SettingsError, coerce
 from safeguard_desktop.ui.async_utils import TaskKeeper
 
@@ -323,7 +323,7 @@ class SettingsDialog(QDialog):
     def _url(self) -> str | None:
         """The saved address (OLLAMA_HOST first); no keyring read, unlike the endpoint."""
         try:
-            return resolve_host(None, self.env.get("OLLAMA_HOST"), str(self.settings["host"]))
+            return configured_url(self.settings, env=self.env)
         except HostError:
             return None
 

@@ -11,11 +11,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from safeguard_desktop.core.highlight import Highlights, highlight
+from safeguard_desktop.core.highlight import Highlights
 from safeguard_desktop.core.policy import Policy, PolicyError, parse_policy
 from safeguard_desktop.core.verdict import Verdict, verdict_from_dict
-from safeguard_desktop.engine.client import Stats
-from safeguard_desktop.store.history import Review
+from safeguard_desktop.services.history_service import Review
+from safeguard_desktop.services.review import Stats, review_highlights
 from safeguard_desktop.ui.history_model import local_time
 from safeguard_desktop.ui.reasoning_view import ContentPane, ReasoningView
 from safeguard_desktop.ui.verdict_panel import VerdictPanel
@@ -73,9 +73,9 @@ def rebuild_policy(text: str | None, review: Review) -> Policy | None:
     return dataclasses.replace(policy, source=None)
 
 
-def review_highlights(review: Review, policy: Policy | None) -> Highlights:
-    known = [r.id for r in policy.rules] if policy is not None else list(review.rule_ids)
-    return highlight(review.reasoning, review.content_text, known)
+def stored_highlights(review: Review, policy: Policy | None) -> Highlights:
+    """The highlights of a stored review, by the same rule as a live one."""
+    return review_highlights(review.reasoning, review.content_text, policy, review.rule_ids)
 
 
 def show_verdict(
@@ -113,7 +113,7 @@ def show_texts(
     reasoning.begin()
     reasoning.finish(review.reasoning)
     content.show_content(review.content_text)
-    marks = review_highlights(review, policy)
+    marks = stored_highlights(review, policy)
     reasoning.apply_highlights(marks.reasoning, policy)
     content.apply_highlights(marks.content)
     return marks

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from safeguard_desktop.core.verdict import Verdict
-from safeguard_desktop.engine.client import Stats
 from safeguard_desktop.qt import (
     QFontDatabase,
     QFrame,
@@ -25,6 +24,7 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
+from safeguard_desktop.services.review import Stats
 from safeguard_desktop.ui.span_view import rich_tooltip
 from safeguard_desktop.ui.theme import repolish
 
@@ -158,8 +158,12 @@ class VerdictPanel(QFrame):
         effort: str,
         mentioned: Sequence[str] = (),
         known: Sequence[str] = (),
+        warnings: Sequence[str] | None = None,
     ) -> None:
-        """Show a finished review; `mentioned` rule ids from the reasoning fill in for none."""
+        """Show a finished review; `mentioned` rule ids from the reasoning fill in for none.
+
+        `warnings` (the review's, which include the verdict's problem) replace the problem.
+        """
         self._reset_fields()
         self._set_state(verdict.label)
         if verdict.category:
@@ -171,15 +175,18 @@ class VerdictPanel(QFrame):
         self._show(self.meta, f"{model} · effort {effort}")
         if verdict.rationale:
             self._show(self.rationale, verdict.rationale)
-        if verdict.problem:
-            self._show(self.problem, verdict.problem)
+        notes = [verdict.problem] if warnings is None and verdict.problem else list(warnings or ())
+        if notes:
+            self._show(self.problem, "\n".join(notes))
         if verdict.label in ("unparsed", "incomplete") and verdict.raw:
             self._show(self.answer, f"Answer: {verdict.raw[:400]}")
 
-    def set_failed(self, message: str, *, model: str = "", effort: str = "") -> None:
+    def set_failed(
+        self, message: str, *, model: str = "", effort: str = "", warnings: Sequence[str] = ()
+    ) -> None:
         self._reset_fields()
         self._set_state("failed")
-        self._show(self.problem, message)
+        self._show(self.problem, "\n".join([message, *warnings]))
         if model:
             self._show(self.meta, f"{model} · effort {effort}")
 

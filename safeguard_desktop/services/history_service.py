@@ -1,0 +1,123 @@
+"""The review history as the GUI and the `history` commands use it.
+
+A thin door over `store.history.History`: the same calls, plus the decisions that belong to
+the workflow and not to SQL (where the file lives, what a failure to open means for the
+user, which moderator name is recorded). ui/ and cli/ go through here, never to store/.
+"""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from types import TracebackType
+
+from safeguard_desktop import paths
+from safeguard_desktop.store.history import History, HistoryError
+from safeguard_desktop.store.records import Decision, Filters, Review, ReviewSummary
+
+__all__ = ["Decision", "Filters", "HistoryError", "HistoryService", "Review", "ReviewSummary"]
+
+
+class HistoryService:
+    """One open history file. Every call may raise `HistoryError` with a sentence to show."""
+
+    def __init__(self, store: History) -> None:
+        self.store = store
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> HistoryService:
+        """The history at `path` (default: the data folder's). Raises `HistoryError`."""
+        return cls(History.open(path or paths.history_db()))
+
+    @classmethod
+    def open_default(cls) -> tuple[HistoryService | None, str | None]:
+        """The history, or None and a sentence saying why reviews are not saved."""
+        try:
+            return cls.open(), None
+        except HistoryError as exc:
+            return None, f"{exc} Reviews of this session are not saved."
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> HistoryService:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, review_id: int) -> Review | None:
+        return self.store.get(review_id)
+
+    def policy_text(self, sha256: str) -> str | None:
+        return self.store.policy_text(sha256)
+
+    def list(
+        self,
+        *,
+        filters: Filters | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        before: tuple[str, int] | None = None,
+    ) -> builtins.list[ReviewSummary]:
+        return self.store.list(filters=filters, offset=offset, limit=limit, before=before)
+
+    def count(self, filters: Filters | None = None, *, cap: int | None = None) -> int:
+        return self.store.count(filters, cap=cap)
+
+    def search(
+        self, query: str, *, filters: Filters | None = None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[ReviewSummary]:
+        return self.store.search(query, filters=filters, limit=limit, offset=offset)
+
+    def audit(self, *, limit: int = 100, offset: int = 0) -> builtins.list[Decision]:
+        return self.store.audit(limit=limit, offset=offset)
+
+    # -- the audit trail ---------------------------------------------------------------------
+    def add_decision(
+        self,
+        review_id: int,
+        *,
+        action: str,
+        moderator: str,
+        label: str | None = None,
+        note: str | None = None,
+    ) -> int:
+        return self.store.add_decision(
+            review_id, action=action, moderator=moderator, label=label, note=note
+        )
+
+    def delete_review(self, review_id: int, *, moderator: str, reason: str = "") -> None:
+        self.store.delete_review(review_id, moderator=moderator, reason=reason)
+
+    def purge(self, *, older_than_days: int, moderator: str) -> int:
+        return self.store.purge(older_than_days=older_than_days, moderator=moderator)
+
+    # -- the file ----------------------------------------------------------------------------
+    def backup(self, dest: Path) -> None:
+        self.store.backup(dest)
+
+    @staticmethod
+    def restore(src: Path, path: Path | None = None) -> None:
+        """Replace the history by backup `src`; close every open history on it first."""
+        History.restore(src, path or paths.history_db())
+
+    @staticmethod
+    def check(path: Path | None = None) -> None:
+        """Open and close the history (creating or migrating it). Raises `HistoryError`."""
+        History.open(path or paths.history_db()).close()
+
+    @staticmethod
+    def recover_corrupt(path: Path | None = None) -> Path:
+        """Move a damaged history aside; returns where it went."""
+        return History.recover_corrupt(path or paths.history_db())

@@ -1,0 +1,323 @@
+"""One session of the app or of a CLI command, built once from the settings.
+
+The GUI and every CLI command start here, so they agree on: the server address and its
+token, the shared client, the history, the review options (with one effort precedence),
+the policy folders, the models folder, the local server's lifecycle and its health check.
+ui/ and cli/ present what this returns; they assemble no endpoint, option or client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from safeguard_desktop import paths, secrets
+from safeguard_desktop.core.policy import Policy, builtin_policies, find_policies_with_errors
+from safeguard_desktop.engine import models
+from safeguard_desktop.engine.client import OllamaClient
+from safeguard_desktop.engine.endpoint import (
+    DEFAULT_HOST,
+    Endpoint,
+    HostError,
+    normalize_host,
+    resolve_host,
+    token_warning,
+)
+from safeguard_desktop.engine.errors import EngineError, ServerUnreachable
+from safeguard_desktop.engine.models import LoadedModel
+from safeguard_desktop.services.history_service import HistoryService
+from safeguard_desktop.services.models_service import ModelsService
+from safeguard_desktop.services.review import Reviewer, ReviewOptions
+from safeguard_desktop.services.server_service import ServerLifecycle, ServerService
+from safeguard_desktop.settings import Settings
+
+__all__ = [
+    "TOKEN_ENV",
+    "HostError",
+    "ServerHealth",
+    "Session",
+    "configured_url",
+    "normalize_host",
+    "policy_folders",
+    "resolve_endpoint",
+    "token_warning",
+]
+log = logging.getLogger("safeguard.session")
+TOKEN_ENV = "SAFEGUARD_OLLAMA_TOKEN"  # a token for this run only; else the keyring's
+CHECK_TIMEOUT_S = 4.0
+
+
+def configured_url(
+    settings: Settings, host: str | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """`host` (--host), else OLLAMA_HOST, else the host setting. Raises `HostError`."""
+    env = os.environ if env is None else env
+    return resolve_host(host, env.get("OLLAMA_HOST"), settings["host"])
+
+
+def resolve_endpoint(
+    settings: Settings, host: str | None = None, env: Mapping[str, str] | None = None
+) -> Endpoint:
+    """The address with its token (SAFEGUARD_OLLAMA_TOKEN, else the keyring) and timeout.
+
+    Raises `HostError` for an address that cannot be used. Reads the keyring: off the GUI
+    thread, please.
+    """
+    env = os.environ if env is None else env
+    url = configured_url(settings, host, env)
+    token = env.get(TOKEN_ENV) or secrets.get_token(url)
+    return Endpoint(url=url, token=token, timeout=float(settings["request_timeout"]))
+
+
+def policy_folders(settings: Settings) -> list[Path]:
+    """The `policy_folder` setting (a relative one is in the data folder), else data/policies."""
+    folder = str(settings["policy_folder"] or "")
+    if not folder:
+        return [paths.user_policies_dir()]
+    path = Path(folder).expanduser()
+    return [path if path.is_absolute() else paths.data_dir() / path]
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """One health check; `models` is None when the installed list was not asked for."""
+
+    url: str
+    reachable: bool
+    version: str | None = None
+    error: str | None = None
+    loaded: tuple[LoadedModel, ...] = ()
+    models: tuple[str, ...] | None = None
+    checked_at: float = 0.0
+
+
+class Session:
+    """Settings, the server endpoint and its one client, the history; see the module doc."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        endpoint: Endpoint,
+        history: HistoryService | None = None,
+        *,
+        host: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self.history = history
+        self.host = host  # the --host of this run, when given: it wins over the setting
+        self.warnings: list[str] = []  # for the user, once
+        self._client: OllamaClient | None = None
+        self._lifecycle: ServerLifecycle | None = None
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        endpoint: Endpoint,
+        history: HistoryService | None = None,
+        *,
+        host: str | None = None,
+    ) -> Session:
+        return cls(settings, endpoint, history, host=host)
+
+    @property
+    def client(self) -> OllamaClient:
+        """The one client of this session, made on first use (a CLI history command has none)."""
+        if self._client is None:
+            self._client = OllamaClient(self.endpoint)
+        return self._client
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        host: str | None = None,
+        with_history: bool = True,
+        strict: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> Session:
+        """Build the session from the settings.
+
+        `strict` (the CLI): a bad address raises `HostError`. Otherwise (the GUI) it falls
+        back to the default address and says so in `warnings`. A history that cannot be
+        opened is a warning either way: reviews then still run, unsaved.
+        """
+        settings = settings or Settings()
+        warnings: list[str] = []
+        if settings.load_problem:
+            warnings.append(settings.load_problem)
+        try:
+            endpoint = resolve_endpoint(settings, host, env)
+        except HostError as exc:
+            if strict:
+                raise
+            warnings.append(f"{exc} Using {DEFAULT_HOST} instead; fix the host in Settings.")
+            env = os.environ if env is None else env
+            token = env.get(TOKEN_ENV) or secrets.get_token(DEFAULT_HOST)
+            endpoint = Endpoint(DEFAULT_HOST, token, float(settings["request_timeout"]))
+        history = None
+        if with_history:
+            history, problem = HistoryService.open_default()
+            if problem:
+                warnings.append(problem)
+        session = cls.create(settings, endpoint, history, host=host)
+        session.warnings.extend(warnings)
+        return session
+
+    async def aclose(self) -> None:
+        """Close the client (on the loop that used it) and the history."""
+        await self.aclose_client()
+        self.close_history()
+
+    async def aclose_client(self) -> None:
+        """Close the client on the loop that used it; the next use makes a new one."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def close_history(self) -> None:
+        if self.history is not None:
+            self.history.close()
+
+    # -- the server address ------------------------------------------------------------------
+    @property
+    def token_warning(self) -> str | None:
+        """A sentence when a token would travel over plain http to another machine."""
+        return token_warning(self.endpoint.url, self.endpoint.token)
+
+    def host_override(self) -> str | None:
+        """The --host of this run when it differs from the configured address."""
+        if self.host is None:
+            return None
+        try:
+            configured: str | None = configured_url(self.settings)
+        except HostError:
+            configured = None
+        return self.endpoint.url if self.endpoint.url != configured else None
+
+    def forget_host_override(self) -> None:
+        """A host chosen in Settings wins over --host from now on."""
+        self.host = None
+
+    async def apply_settings(self) -> None:
+        """After the settings were saved: their address, token and server options apply.
+
+        The --host of this run still wins unless a host was chosen since. Raises `HostError`
+        for an unusable address (nothing changes then).
+        """
+        endpoint = await asyncio.to_thread(resolve_endpoint, self.settings, self.host_override())
+        if endpoint != self.endpoint:
+            old = self.replace_endpoint(endpoint)
+            await old.aclose()
+        if self._lifecycle is not None:
+            await self._lifecycle.retarget(self.server())
+
+    def replace_endpoint(self, endpoint: Endpoint) -> OllamaClient:
+        """Point at another server; returns the old client, for the caller to close."""
+        old = self.client
+        self.endpoint = endpoint
+        self._client = OllamaClient(endpoint)
+        return old
+
+    # -- reviews -----------------------------------------------------------------------------
+    def review_options(
+        self,
+        *,
+        source: str,
+        model: str | None = None,
+        effort: str | None = None,
+        num_ctx: int | None = None,
+    ) -> ReviewOptions:
+        """Options for reviews of this session.
+
+        The effort of a review is the one chosen for it (`effort`: the picker, --effort),
+        else the policy's own (front matter), else the `effort` setting; see
+        `ReviewOptions.effort_for`.
+        """
+        s = self.settings
+        seed = int(s["seed"])
+        return ReviewOptions(
+            model=(model or "").strip() or str(s["model"]),
+            effort=effort or None,
+            default_effort=str(s["effort"]),
+            num_ctx=int(num_ctx or s["num_ctx"]),
+            seed=None if seed < 0 else seed,
+            temperature=float(s["temperature"]),
+            keep_alive=str(s["keep_alive"]) or None,
+            moderator=str(s["moderator"]),
+            source=source,
+        )
+
+    def reviewer(self, options: ReviewOptions, *, save: bool = True) -> Reviewer:
+        """A reviewer on this session's client, recording in the history unless `save` is off."""
+        store = self.history.store if save and self.history is not None else None
+        return Reviewer(self.client, options, store)
+
+    # -- policies and models -----------------------------------------------------------------
+    def policy_folders(self) -> list[Path]:
+        return policy_folders(self.settings)
+
+    def policies(self) -> tuple[list[Policy], list[tuple[Path, str]]]:
+        """Built-in policies then the user's; plus (path, message) for files not readable."""
+        found = list(builtin_policies())
+        problems: list[tuple[Path, str]] = []
+        configured = bool(self.settings["policy_folder"])
+        for folder in self.policy_folders():
+            if not folder.is_dir() and not configured:
+                continue  # the default folder is made when the first policy is saved
+            more, bad = find_policies_with_errors(folder)
+            found.extend(more)
+            problems.extend(bad)
+        return found, problems
+
+    def models(self) -> ModelsService:
+        """Model operations and the models folder, on this session's client."""
+        return ModelsService(self.settings, self.endpoint, client=self.client)
+
+    # -- the server --------------------------------------------------------------------------
+    def server(self, *, start_timeout: float = 30.0, stop_timeout: float = 10.0) -> ServerService:
+        return ServerService(
+            self.settings, self.endpoint, start_timeout=start_timeout, stop_timeout=stop_timeout
+        )
+
+    @property
+    def lifecycle(self) -> ServerLifecycle:
+        """Attach or start at start-up, stop at quit only what this session started."""
+        if self._lifecycle is None:
+            self._lifecycle = ServerLifecycle(self.settings, self.server())
+        return self._lifecycle
+
+    async def health(self, *, with_models: bool = False) -> ServerHealth:
+        """Version, loaded models and (with `with_models`) installed ones, each bounded in time.
+
+        The loaded and installed lists only decorate the status: their failure is no error.
+        """
+        url = self.endpoint.url
+        client = self.client
+        try:
+            version = await asyncio.wait_for(client.version(), CHECK_TIMEOUT_S)
+        except EngineError as exc:
+            return ServerHealth(url, False, error=str(exc), checked_at=time.time())
+        except TimeoutError:
+            error = ServerUnreachable(url, detail=f"no answer within {CHECK_TIMEOUT_S:g} s")
+            return ServerHealth(url, False, error=str(error), checked_at=time.time())
+        loaded: tuple[LoadedModel, ...] = ()
+        try:
+            loaded = tuple(await asyncio.wait_for(models.loaded_models(client), CHECK_TIMEOUT_S))
+        except (EngineError, TimeoutError) as exc:
+            log.debug("loaded models unavailable: %s", exc)
+        names: tuple[str, ...] | None = None
+        if with_models:
+            try:
+                listed = await asyncio.wait_for(models.list_models(client), CHECK_TIMEOUT_S)
+                names = tuple(sorted(m.name for m in listed))
+            except (EngineError, TimeoutError) as exc:
+                log.debug("installed models unavailable: %s", exc)
+        return ServerHealth(url, True, version, None, loaded, names, time.time())
