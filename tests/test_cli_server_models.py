@@ -256,7 +256,8 @@ def test_ctrl_c_during_pull_then_resume(
     settings: Settings, data_dir: Path, fake: FakeOllama, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake.pullable = {"tiny:1b": 2_000_000}
-    fake.pull_rate = 500_000  # four seconds: plenty of time to interrupt
+    fake.pull_rate = 20_000_000
+    fake.pull_hold_at = 0.3  # the pull waits there until the interrupt has landed
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -287,6 +288,7 @@ def test_ctrl_c_during_pull_then_resume(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    fake.release_pull()
     assert proc.returncode == 130
     assert one_clean_line(err) == (
         "safeguard-desktop: Pull cancelled; run the same command again to resume."

@@ -13,10 +13,14 @@ from typing import TypeVar
 import pytest
 
 from safeguard_desktop.engine.endpoint import Endpoint
-from safeguard_desktop.engine.errors import ModelMissing, Unauthorized
+from safeguard_desktop.engine.errors import (
+    ModelImportFailed,
+    ModelMissing,
+    PullFailed,
+    Unauthorized,
+)
 from safeguard_desktop.engine.models import PullMeter
 from safeguard_desktop.engine.progress import Progress, RateMeter
-from safeguard_desktop.engine.server_errors import ModelImportFailed, PullFailed
 from safeguard_desktop.services.models_service import ModelsService
 from safeguard_desktop.settings import Settings
 from tests.fake_ollama import FakeOllama
@@ -74,7 +78,8 @@ def test_pull_reports_progress_to_success(settings: Settings, fake: FakeOllama) 
 
 def test_cancelled_pull_resumes_where_it_stopped(settings: Settings, fake: FakeOllama) -> None:
     fake.pullable = {"tiny:1b": 600_000}
-    fake.pull_rate = 600_000  # one second for the model layer
+    fake.pull_rate = 6_000_000
+    fake.pull_hold_at = 0.3  # held there until the cancel has landed
 
     async def cancel_midway(service: ModelsService) -> float:
         seen: list[Progress] = []
@@ -87,6 +92,7 @@ def test_cancelled_pull_resumes_where_it_stopped(settings: Settings, fake: FakeO
         return max(e.percent or 0 for e in seen)
 
     reached = run(settings, fake.url, cancel_midway)
+    fake.release_pull()
     assert "tiny:1b" not in [m.name for m in run(settings, fake.url, lambda s: s.installed())]
     fake.pull_rate = 1e9
     events: list[Progress] = []

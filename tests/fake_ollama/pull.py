@@ -89,10 +89,18 @@ def _pull_layer(h: Handler, layer: Layer, emit: Emit, clock: _Clock) -> None:
     emit(line)
     step = max(1, math.ceil(total / max(1, h.fake.pull_steps)))
     step = max(1, min(step, int(clock.rate * 0.05)))
+    fake = h.fake
     while done < total:
         n = min(step, total - done)
         clock.advance(n)
         done += n
         registry.progress(layer.digest, done)
         emit({**line, "completed": done})
+        hold = fake.pull_hold_at
+        if hold is not None and done < total and done >= hold * total:
+            while not fake.pull_released.wait(0.1):
+                if fake.stopping.is_set():
+                    h.drop()
+                h.write_lines([{**line, "completed": done}])  # raises ClientGone once it left
+            clock.start = time.monotonic() - clock.sent / clock.rate  # no catch-up burst
     registry.add_blob(layer.digest, total)

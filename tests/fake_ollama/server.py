@@ -150,6 +150,10 @@ class FakeOllama:
         self.reasoning_tokens = 120
         self.pull_rate = 1e12
         self.pull_steps = 10
+        # A pull can be held when its model layer reaches this fraction, until the test calls
+        # release_pull(): a cancel then lands mid-pull however slow the machine is.
+        self.pull_hold_at: float | None = None
+        self.pull_released = threading.Event()
         self.load_seconds = 0.0
         self.keep_alive: float | None = 300.0
         self.context_length = 4096
@@ -196,6 +200,10 @@ class FakeOllama:
         )
         self._thread.start()
         return self
+
+    def release_pull(self) -> None:
+        """Let a pull held at `pull_hold_at` go on (and every later one)."""
+        self.pull_released.set()
 
     def stop(self) -> None:
         """Stop serving, break open connections and wait briefly for handler threads."""
