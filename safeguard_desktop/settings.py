@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from safeguard_desktop import paths
+from safeguard_desktop.core.vocabulary import EFFORTS
 
 log = logging.getLogger("safeguard.settings")
 
@@ -70,7 +71,7 @@ REGISTRY: tuple[Setting, ...] = (
         "medium",
         "Default reasoning effort (policy front matter can override).",
         "Review",
-        choices=("low", "medium", "high"),
+        choices=EFFORTS,
     ),
     _S(
         "num_ctx",

@@ -14,8 +14,8 @@ import pytest
 
 from safeguard_desktop.engine.bundle import INDEX, export_bundle, manifest_entry
 from safeguard_desktop.engine.bundle_import import import_bundle
+from safeguard_desktop.engine.errors import BundleError, OperationCancelled
 from safeguard_desktop.engine.progress import Progress
-from safeguard_desktop.engine.server_errors import BundleError, OperationCancelled
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.settings import Settings
 

@@ -17,18 +17,18 @@ import pytest
 
 from safeguard_desktop.engine import server_log, server_state
 from safeguard_desktop.engine.endpoint import Endpoint
-from safeguard_desktop.engine.server import (
-    ServerController,
-    binary_version,
-    find_ollama,
-    parse_version,
-)
-from safeguard_desktop.engine.server_errors import (
+from safeguard_desktop.engine.errors import (
     NotLocalHost,
     NotManaged,
     OllamaNotFound,
     PortInUse,
     ServerStartFailed,
+)
+from safeguard_desktop.engine.server import (
+    ServerController,
+    binary_version,
+    find_ollama,
+    parse_version,
 )
 from safeguard_desktop.engine.server_state import ServerState
 from safeguard_desktop.engine.supervisor import SupervisorEvent

@@ -23,8 +23,8 @@ from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.db import HistoryError
 from safeguard_desktop.store.history import History
 from tests.fake_ollama import FakeOllama
-from tests.server_fixtures import *  # noqa: F403
 
+pytest_plugins = ["tests.server_fixtures"]
 PACKAGE = Path(__file__).resolve().parents[1] / "safeguard_desktop"
 
 

@@ -17,7 +17,8 @@ from safeguard_desktop.cli.terminal import safe_terminal, styled
 from safeguard_desktop.core.content import KINDS, Content, ContentError
 from safeguard_desktop.core.importers import import_file, parse_bytes
 from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
-from safeguard_desktop.core.prompt import EFFORTS, MIN_NUM_CTX, RequestError
+from safeguard_desktop.core.prompt import MIN_NUM_CTX, RequestError
+from safeguard_desktop.core.vocabulary import EFFORTS
 from safeguard_desktop.services.review import ReviewOptions, ReviewResult
 from safeguard_desktop.services.session import Session
 

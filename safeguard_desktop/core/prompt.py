@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from safeguard_desktop.core.vocabulary import CONFIDENCE_LEVELS, Effort
-from safeguard_desktop.core.vocabulary import EFFORTS as EFFORTS  # cli/classify_cmd imports it
+from safeguard_desktop.core.vocabulary import CONFIDENCE_LEVELS, EFFORTS, Effort
 
 DEFAULT_MODEL = "gpt-oss-safeguard:20b"
 DEFAULT_NUM_CTX = 16384

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from safeguard_desktop.engine.errors import BundleError, OperationCancelled
 from safeguard_desktop.engine.progress import Progress, ProgressCallback, RateMeter
-from safeguard_desktop.engine.server_errors import BundleError, OperationCancelled
 
 FORMAT = "safeguard-desktop-model-bundle"
 FORMAT_VERSION = 1

@@ -32,8 +32,8 @@ from safeguard_desktop.engine.bundle import (
     iter_members,
     read_manifest_digests,
 )
+from safeguard_desktop.engine.errors import BundleError
 from safeguard_desktop.engine.progress import ProgressCallback
-from safeguard_desktop.engine.server_errors import BundleError
 
 DAMAGED = "The bundle is damaged ({why}); copy it again from the source machine."
 

@@ -16,10 +16,9 @@ from typing import BinaryIO
 import httpx
 
 from safeguard_desktop.engine.client import OllamaClient, map_transport_error
-from safeguard_desktop.engine.errors import ServerError
+from safeguard_desktop.engine.errors import ModelImportFailed, ServerError
 from safeguard_desktop.engine.models import raise_for, request, stream_lines
 from safeguard_desktop.engine.progress import Progress, ProgressCallback, RateMeter, emit
-from safeguard_desktop.engine.server_errors import ModelImportFailed
 
 GGUF_MAGIC = b"GGUF"
 CHUNK = 4 * 1024 * 1024

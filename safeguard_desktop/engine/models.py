@@ -20,12 +20,12 @@ import httpx
 from safeguard_desktop.engine.client import OllamaClient, map_transport_error
 from safeguard_desktop.engine.errors import (
     ModelMissing,
+    PullFailed,
     QueueFull,
     ServerError,
     Unauthorized,
 )
 from safeguard_desktop.engine.progress import Progress, ProgressCallback, RateMeter, emit
-from safeguard_desktop.engine.server_errors import PullFailed
 
 log = logging.getLogger("safeguard.models")
 REQUIRED_CAPABILITY = "thinking"

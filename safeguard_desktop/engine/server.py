@@ -37,7 +37,7 @@ import httpx
 
 from safeguard_desktop.engine import server_log, server_state
 from safeguard_desktop.engine.endpoint import Endpoint, host_port, is_loopback
-from safeguard_desktop.engine.server_errors import (
+from safeguard_desktop.engine.errors import (
     NotLocalHost,
     NotManaged,
     OllamaNotFound,

@@ -14,12 +14,16 @@ from safeguard_desktop.engine import bundle, bundle_import, gguf, gpu, models
 from safeguard_desktop.engine.bundle import BundleResult
 from safeguard_desktop.engine.client import OllamaClient
 from safeguard_desktop.engine.endpoint import Endpoint
-from safeguard_desktop.engine.errors import EngineError, ModelMissing
+from safeguard_desktop.engine.errors import (
+    BundleError,
+    EngineError,
+    ModelImportFailed,
+    ModelMissing,
+)
 from safeguard_desktop.engine.gguf import ImportResult
 from safeguard_desktop.engine.gpu import FitCheck, VramReport
 from safeguard_desktop.engine.models import LoadedModel, ModelDetails, ModelInfo, PullResult
 from safeguard_desktop.engine.progress import Progress, ProgressCallback, emit
-from safeguard_desktop.engine.server_errors import BundleError, ModelImportFailed
 from safeguard_desktop.settings import Settings
 
 __all__ = [

@@ -151,7 +151,7 @@ def policy_system_prompt(policy: Policy) -> str:
     )
 
 
-def parse_version(text: str | None) -> tuple[int, ...] | None:
+def version_tuple(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
     parts: list[int] = []
@@ -219,7 +219,7 @@ class Reviewer:
         Cancelling the awaiting task records the review as cancelled and re-raises.
         """
         version = await self.server_version()
-        parsed = parse_version(version)
+        parsed = version_tuple(version)
         wanted = wants_schema(policy.output)
         schema = wanted and parsed is not None and parsed >= SCHEMA_MIN_VERSION
         request = self.build(policy, content, schema=schema)

@@ -17,7 +17,7 @@ from safeguard_desktop import paths, secrets
 from safeguard_desktop.engine import server_log
 from safeguard_desktop.engine.client import OllamaClient
 from safeguard_desktop.engine.endpoint import Endpoint, token_warning
-from safeguard_desktop.engine.errors import EngineError
+from safeguard_desktop.engine.errors import DOWNLOAD_URL, EngineError, NotLocalHost, OllamaNotFound
 from safeguard_desktop.engine.models import LoadedModel, loaded_models
 from safeguard_desktop.engine.server import (
     ServerConfig,
@@ -27,7 +27,6 @@ from safeguard_desktop.engine.server import (
     StopResult,
     find_ollama,
 )
-from safeguard_desktop.engine.server_errors import DOWNLOAD_URL, NotLocalHost, OllamaNotFound
 from safeguard_desktop.engine.supervisor import EventCallback, ServerSupervisor, SupervisorEvent
 from safeguard_desktop.settings import Settings
 

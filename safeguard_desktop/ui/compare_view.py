@@ -37,10 +37,11 @@ from safeguard_desktop.services.review import ReviewOptions, ReviewResult
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import SingleTask
 from safeguard_desktop.ui.history_model import local_time
+from safeguard_desktop.ui.message_bar import InlineMessage
 from safeguard_desktop.ui.reasoning_view import ReasoningView
 from safeguard_desktop.ui.stored_review import policy_line, show_verdict, stored_highlights
 from safeguard_desktop.ui.verdict_panel import VerdictPanel, plain_label
-from safeguard_desktop.ui.wellness import InlineMessage, RevealState
+from safeguard_desktop.ui.wellness import RevealState
 
 log = logging.getLogger("safeguard.ui.history")
 OptionsFor = Callable[[Policy], ReviewOptions]

@@ -41,7 +41,8 @@ from safeguard_desktop.qt import (
     Signal,
 )
 from safeguard_desktop.settings import Settings
-from safeguard_desktop.ui.wellness import InlineMessage, MaskedArea, RevealState
+from safeguard_desktop.ui.message_bar import InlineMessage
+from safeguard_desktop.ui.wellness import MaskedArea, RevealState
 
 log = logging.getLogger("safeguard.ui")
 KIND_LABELS: dict[str, str] = {

@@ -19,7 +19,7 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.ui.wellness import InlineMessage
+from safeguard_desktop.ui.message_bar import InlineMessage
 
 OVERRIDE_LABELS = ("violation", "safe")
 

@@ -32,7 +32,7 @@ from safeguard_desktop.qt import (
 from safeguard_desktop.services.escalation import NoteOptions, escalation_note, render_html
 from safeguard_desktop.services.history_service import Review
 from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.wellness import InlineMessage
+from safeguard_desktop.ui.message_bar import InlineMessage
 
 log = logging.getLogger("safeguard.ui.history")
 

@@ -27,10 +27,10 @@ from safeguard_desktop.qt import (
     Signal,
 )
 from safeguard_desktop.services.server_service import DOWNLOAD_URL
+from safeguard_desktop.ui.message_bar import InlineMessage
 from safeguard_desktop.ui.model_ops import ModelOps, Outcome
 from safeguard_desktop.ui.models_panel import BUNDLE_FILTER, GGUF_FILTER, LEVEL_COLOURS
 from safeguard_desktop.ui.progress_row import ProgressRow
-from safeguard_desktop.ui.wellness import InlineMessage
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,10 @@ from safeguard_desktop.ui.history_model import (
     HistoryModel,
     Query,
 )
+from safeguard_desktop.ui.message_bar import InlineMessage
 from safeguard_desktop.ui.review_detail import ReviewDetail
 from safeguard_desktop.ui.stored_review import rebuild_policy
-from safeguard_desktop.ui.wellness import InlineMessage, RevealState
+from safeguard_desktop.ui.wellness import RevealState
 
 log = logging.getLogger("safeguard.ui.history")
 COLUMN_WIDTHS = (44, 0, 0, 76, 80, 100, 96, 86)  # 0: measured from the font

@@ -34,13 +34,14 @@ from safeguard_desktop.services.models_service import (
     ModelDetails,
 )
 from safeguard_desktop.services.session import Session
+from safeguard_desktop.settings import BY_NAME
 from safeguard_desktop.ui.async_utils import TaskKeeper, dialog_result
 from safeguard_desktop.ui.model_ops import ModelOps, Outcome
 from safeguard_desktop.ui.models_table import LoadedModelsView, ModelsTableModel
 from safeguard_desktop.ui.progress_row import ProgressRow, human_size
 
 log = logging.getLogger("safeguard.ui.models")
-DEFAULT_MODEL = "gpt-oss-safeguard:20b"
+DEFAULT_MODEL = str(BY_NAME["model"].default)  # the registry's, whatever the setting holds
 GGUF_FILTER = "GGUF model files (*.gguf);;All files (*)"
 BUNDLE_FILTER = "Model bundles (*.tar);;All files (*)"
 LEVEL_COLOURS = {"ok": "#1a7f37", "warning": "#b45309", "error": "#c62828"}

@@ -19,6 +19,7 @@ import time
 from safeguard_desktop.core.content import Content, ContentError
 from safeguard_desktop.core.highlight import Span
 from safeguard_desktop.core.policy import Policy
+from safeguard_desktop.core.vocabulary import EFFORTS
 from safeguard_desktop.qt import (
     QComboBox,
     QFont,
@@ -43,7 +44,6 @@ from safeguard_desktop.ui.verdict_panel import VerdictPanel
 from safeguard_desktop.ui.wellness import MaskedArea, RevealState
 
 log = logging.getLogger("safeguard.ui.review")
-EFFORTS = ("low", "medium", "high")
 
 
 class ReviewView(QWidget):

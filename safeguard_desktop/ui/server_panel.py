@@ -33,10 +33,10 @@ from safeguard_desktop.qt import (
 from safeguard_desktop.services.server_service import ServerReport, ServerService, SupervisorEvent
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
+from safeguard_desktop.ui.message_bar import InlineMessage
 from safeguard_desktop.ui.model_ops import ModelOps
 from safeguard_desktop.ui.models_panel import LEVEL_COLOURS, ModelsPanel
 from safeguard_desktop.ui.span_view import rich_tooltip
-from safeguard_desktop.ui.wellness import InlineMessage
 
 log = logging.getLogger("safeguard.ui.server")
 LOG_LINES = 200
