@@ -254,10 +254,6 @@ class StartResult:
     binary: str | None = None
     log_file: str | None = None
 
-    @property
-    def attached(self) -> bool:
-        return not self.started
-
 
 @dataclass(frozen=True)
 class StopResult:

@@ -260,6 +260,25 @@ class Session:
         store = self.history.store if save and self.history is not None else None
         return Reviewer(self.client, options, store)
 
+    # -- the history ---------------------------------------------------------------------------
+    def retention_days(self) -> int:
+        """The `retention_days` setting when a history is open to apply it to, else 0."""
+        days = int(self.settings["retention_days"] or 0)
+        return days if days > 0 and self.history is not None else 0
+
+    async def apply_retention(self) -> int | None:
+        """Delete reviews older than `retention_days` (audited, in a thread); None when off.
+
+        Raises `HistoryError`: the old reviews are then kept.
+        """
+        days = self.retention_days()
+        if not days or self.history is None:
+            return None
+        moderator = str(self.settings["moderator"] or "") or "retention"
+        return await asyncio.to_thread(
+            self.history.purge, older_than_days=days, moderator=moderator
+        )
+
     # -- policies and models -----------------------------------------------------------------
     def policy_folders(self) -> list[Path]:
         return policy_folders(self.settings)

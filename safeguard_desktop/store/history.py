@@ -21,12 +21,12 @@ from pathlib import Path
 from types import TracebackType
 
 from safeguard_desktop import processes
+from safeguard_desktop.core.vocabulary import FINAL_STATUSES
 
 from . import db
 from .db import HistoryError, format_utc, translate_errors, utc_now, write_txn
 from .records import (
     DECISION_ACTIONS,
-    FINAL_STATUSES,
     SOURCES,
     SUMMARY_COLUMNS,
     Decision,

@@ -10,14 +10,12 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import cast
 
+from safeguard_desktop.core.vocabulary import REVIEW_STATUSES, VERDICT_LABELS
+
 from .db import format_utc
 
-STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
-FINAL_STATUSES = ("done", "failed", "cancelled")
 SOURCES = ("gui", "cli", "queue")
-VERDICT_LABELS = ("violation", "safe", "unparsed", "incomplete")
 DECISION_ACTIONS = ("agree", "override", "escalate", "note")
-AUDIT_ACTIONS = (*DECISION_ACTIONS, "delete", "purge")
 
 JsonDict = dict[str, object]
 
@@ -287,7 +285,7 @@ def filter_sql(filters: Filters | None) -> tuple[str, list[object]]:
             params.append(filters.decision)
     if filters.status is not None:
         parts.append("r.status = ?")
-        params.append(_choice(filters.status, STATUSES, "status"))
+        params.append(_choice(filters.status, REVIEW_STATUSES, "status"))
     if filters.escalated is not None:
         parts.append("r.escalated = ?")
         params.append(1 if filters.escalated else 0)

@@ -66,23 +66,19 @@ class HistoryIntegration:
 
     def start(self) -> None:
         """Runs on the first loop turn: the retention purge, off the GUI thread."""
-        days = int(self.ctx.settings["retention_days"] or 0)
-        if days > 0 and self.ctx.history is not None:
-            self.purge_task = self._tasks.spawn(self.purge(days), name="retention")
+        if self.ctx.retention_days():
+            self.purge_task = self._tasks.spawn(self.purge(), name="retention")
 
-    async def purge(self, days: int) -> int | None:
-        history = self.ctx.history
-        if history is None:
-            return None
-        moderator = str(self.ctx.settings["moderator"] or "") or "retention"
+    async def purge(self) -> int | None:
+        days = self.ctx.retention_days()
         try:
-            count = await asyncio.to_thread(
-                history.purge, older_than_days=days, moderator=moderator
-            )
+            count = await self.ctx.apply_retention()
         except HistoryError as exc:
             self.window.set_status(
                 "retention", "Retention purge failed", f"{exc} Old reviews were kept.", "warning"
             )
+            return None
+        if count is None:
             return None
         self.purged = count
         noun = "review" if count == 1 else "reviews"

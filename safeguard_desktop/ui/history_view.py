@@ -294,14 +294,6 @@ class HistoryView(QWidget):
             ids = [current]
         return ids
 
-    def select_id(self, review_id: int) -> bool:
-        row = self.model.row_of(review_id)
-        if row is None:
-            return False
-        self.table.selectRow(row)
-        self.table.scrollTo(self.model.index(row, 0))
-        return True
-
     def open_current(self, *, focus: bool = False) -> None:
         self._open_timer.stop()
         review_id = self.current_id()

@@ -153,7 +153,3 @@ class ProgressRow(QWidget):
         elif self.bar.maximum() == 0:
             self._set_percent(0.0)
         self.detail.setText(outcome.message)
-
-    @property
-    def percent_text(self) -> str:
-        return self.bar.format() if self.bar.maximum() else ""

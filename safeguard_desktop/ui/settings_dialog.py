@@ -54,7 +54,6 @@ from safeguard_desktop.settings import REGISTRY, Setting, Settings, SettingsErro
 from safeguard_desktop.ui.async_utils import TaskKeeper
 
 BROWSE = {"ollama_path": "file", "models_dir": "folder", "policy_folder": "folder"}
-ENDPOINT_KEYS = frozenset({"host", "request_timeout"})
 SERVER_KEYS = frozenset(
     {
         "ollama_path",
@@ -83,10 +82,6 @@ class SavedSettings:
     changed: frozenset[str]
     token_changed: bool = False
     warning: str | None = None  # e.g. a token over plain http
-
-    @property
-    def endpoint_changed(self) -> bool:
-        return self.token_changed or bool(self.changed & ENDPOINT_KEYS)
 
     @property
     def server_changed(self) -> bool:

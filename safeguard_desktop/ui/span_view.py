@@ -69,10 +69,6 @@ class SpanTextView(QPlainTextEdit):
     def text(self) -> str:
         return self._text
 
-    @property
-    def posmap(self) -> PosMap:
-        return self._map
-
     def _adopt(self, text: str) -> None:
         """The document already shows `text` (streamed in): adopt it as the pane's text."""
         self._text = text

@@ -75,16 +75,6 @@ DARK = Scheme(
     marked_line="#4a4420",
 )
 
-BADGE_COLOURS = {
-    "violation": "#c62828",
-    "safe": "#2e7d32",
-    "unparsed": "#b45309",
-    "incomplete": "#b45309",
-    "failed": "#5f6368",
-    "cancelled": "#5f6368",
-    "running": "#1d4ed8",
-}
-
 
 def system_is_dark() -> bool:
     hints = QGuiApplication.styleHints()
