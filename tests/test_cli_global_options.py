@@ -60,7 +60,9 @@ def _value(action: argparse.Action) -> list[str]:
         return []
     if action.choices:
         return [str(next(iter(action.choices)))]
-    return ["1" if action.type is int else "x"]
+    if action.type is None or action.type is str:
+        return ["x"]
+    return ["1"]  # int and the checked id/limit types take a whole number
 
 
 def required_args(parser: argparse.ArgumentParser) -> list[str]:

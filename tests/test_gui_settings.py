@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keyring
 import pytest
@@ -36,20 +36,31 @@ from tests.keyrings import MemoryKeyring
 
 
 class SlowKeyring(MemoryKeyring):
-    """Like a locked Secret Service: writing waits about a second (an unlock prompt)."""
+    """Like a locked Secret Service: a write waits for an unlock prompt to be answered.
 
-    def __init__(self, ticks: list[int]) -> None:
+    The answer comes from a Qt timer on the GUI thread (`answer_prompt`), so a write returns
+    only while the window keeps running its event loop; a frozen window would leave it
+    waiting until the bound and `answered` records False.
+    """
+
+    def __init__(self) -> None:
         super().__init__()
-        self.ticks = ticks  # the test's timer count, read at the start and end of a write
-        self.during: list[int] = []
+        self.waiting = threading.Event()
+        self.unlocked = threading.Event()
+        self.answered: list[bool] = []
         self.thread: threading.Thread | None = None
 
     def set_password(self, service: str, username: str, password: str) -> None:
         self.thread = threading.current_thread()
-        start = len(self.ticks)
-        time.sleep(1.0)
-        self.during.append(len(self.ticks) - start)
+        self.unlocked.clear()
+        self.waiting.set()
+        self.answered.append(self.unlocked.wait(timeout=20))
+        self.waiting.clear()
         super().set_password(service, username, password)
+
+    def answer_prompt(self) -> None:
+        if self.waiting.is_set():
+            self.unlocked.set()
 
 
 def use_keyring(backend: KeyringBackend) -> Iterator[KeyringBackend]:
@@ -67,13 +78,17 @@ def memory_keyring() -> Iterator[KeyringBackend]:
 
 
 @pytest.fixture
-def ticks() -> list[int]:
-    return []
-
-
-@pytest.fixture
-def slow_keyring(ticks: list[int]) -> Iterator[KeyringBackend]:
-    yield from use_keyring(SlowKeyring(ticks))
+def slow_keyring(qapp: Any) -> Iterator[KeyringBackend]:
+    backend = SlowKeyring()
+    prompt = QTimer()  # the user answering the unlock prompt, on the GUI thread
+    prompt.setInterval(50)
+    prompt.timeout.connect(backend.answer_prompt)
+    prompt.start()
+    try:
+        yield from use_keyring(backend)
+    finally:
+        prompt.stop()
+        prompt.deleteLater()
 
 
 @pytest.fixture(autouse=True)
@@ -267,25 +282,20 @@ def test_a_stored_token_can_be_forgotten(
 
 
 def test_the_window_stays_responsive_while_the_keyring_blocks(
-    qtbot, integ: ServerIntegration, slow_keyring: SlowKeyring, ticks: list[int]
+    qtbot, integ: ServerIntegration, slow_keyring: SlowKeyring
 ) -> None:
     dialog = open_with_shortcut(qtbot, integ)
     qtbot.waitUntil(lambda: not dialog.busy)
     dialog.fields["remote_token"].editor.setText("s3cret-token")
-    timer = QTimer()
-    timer.setInterval(20)
-    timer.timeout.connect(lambda: ticks.append(1))
-    timer.start()
 
     qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(dialog.busy_note.isVisible)
     assert "keyring" in dialog.busy_note.text()
     assert not dialog.save_button.isEnabled()
-    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=5000)
-    timer.stop()
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=30_000)
 
     assert slow_keyring.thread is not threading.main_thread()
-    assert slow_keyring.during and slow_keyring.during[0] >= 20  # ~50 ticks if never frozen
+    assert slow_keyring.answered == [True]  # the window ran its loop while the keyring waited
     assert slow_keyring.store == {("safeguard-desktop", "http://127.0.0.1:11434"): "s3cret-token"}
     assert dialog.save_button.isEnabled() and not dialog.busy_note.isVisible()
 

@@ -8,7 +8,7 @@ async and reports through return values, typed `EngineError`s and callbacks; not
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,13 +219,18 @@ class ServerLifecycle:
             if supervisor not in self.started:
                 await supervisor.detach()
 
-    async def startup(self) -> StartupOutcome:
-        """The start-up policy above. Never raises `EngineError`: it is in the outcome."""
+    async def startup(self, on_launch: Callable[[], None] | None = None) -> StartupOutcome:
+        """The start-up policy above. Never raises `EngineError`: it is in the outcome.
+
+        `on_launch` is called when a server is about to be started (not for an attach).
+        """
         if not self.managed_here:
             return StartupOutcome("none")
         found = await self.service.controller.probe()
         if found.kind not in ("free", "ollama", "unauthorized"):
             return StartupOutcome("none")  # something else holds the port: say it elsewhere
+        if found.kind == "free" and on_launch is not None:
+            on_launch()
         try:
             result = await self.start()
         except EngineError as exc:

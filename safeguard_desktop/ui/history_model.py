@@ -147,6 +147,7 @@ class HistoryModel(QAbstractTableModel):
         self._exhausted = history is None
         self._pending: asyncio.Task[None] | None = None
         self._generation = 0
+        self._closed = False  # after close(): no more reads
         self._exact_total: int | None = None
         self._tasks = TaskKeeper()
         self.ready = False  # the first page of the current query has arrived
@@ -272,12 +273,16 @@ class HistoryModel(QAbstractTableModel):
             await asyncio.wait([self._pending])
 
     async def close(self) -> None:
+        """Stop reading for good: a reload asked for later (a queued refresh) reads nothing."""
+        self._closed = True
         self._generation += 1
         await self._tasks.wait_all(timeout=5)
 
     # --- loading -----------------------------------------------------------------------
 
     def _start_fetch(self) -> None:
+        if self._closed:
+            return
         generation = self._generation
         offset = len(self._rows)
         last = self._rows[-1].summary if self._rows else None

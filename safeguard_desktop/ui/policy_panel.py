@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from safeguard_desktop import paths
 from safeguard_desktop.core.highlight import find_rule_mentions
 from safeguard_desktop.core.policy import (
     LintIssue,
@@ -41,6 +40,7 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
+from safeguard_desktop.services.session import policy_folders
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.ui.span_view import rich_tooltip
 from safeguard_desktop.ui.textpos import PosMap
@@ -175,8 +175,8 @@ class PolicyPanel(QWidget):
     # --- public ----------------------------------------------------------------------
 
     def folder(self) -> Path:
-        configured = str(self.settings["policy_folder"] or "")
-        return Path(configured).expanduser() if configured else paths.user_policies_dir()
+        """The policy folder, by the session's rule (a relative one is in the data folder)."""
+        return policy_folders(self.settings)[0]
 
     def policies(self) -> list[Policy]:
         return list(self._policies)

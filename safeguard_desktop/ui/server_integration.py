@@ -121,9 +121,8 @@ class ServerIntegration(QObject):
 
     async def _startup(self) -> None:
         if self.lifecycle.managed_here:
-            self._busy("Starting Ollama…")
             try:
-                outcome = await self.lifecycle.startup()
+                outcome = await self.lifecycle.startup(lambda: self._busy("Starting Ollama…"))
             finally:
                 self._busy(None)
             if outcome.error is not None:
@@ -364,11 +363,15 @@ class ServerIntegration(QObject):
         self._spawn(self._apply_settings(saved), name="settings-apply")
 
     async def _apply_settings(self, saved: SavedSettings) -> None:
+        old_url = self.ctx.endpoint.url
         try:  # reads the token (in a thread): the keyring may block on an unlock prompt
             await self.ctx.apply_settings()
         except HostError as exc:
             self.panel.show_message(str(exc), "error")
             return
+        if self.ctx.endpoint.url != old_url:  # what was said about the old server is stale
+            self.window.set_status(STATUS_KEY, "")
+            self.panel.clear_event()
         report = self.panel.report
         if saved.warning:
             self.panel.show_message(saved.warning, "warning")

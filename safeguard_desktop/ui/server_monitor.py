@@ -10,6 +10,7 @@ Signals:
 from __future__ import annotations
 
 import logging
+import time
 
 from safeguard_desktop.qt import QObject, QTimer, Signal
 from safeguard_desktop.services.session import ServerHealth, Session
@@ -73,11 +74,16 @@ class ServerMonitor(QObject):
                 self._again = False
                 try:
                     state = await self._probe()
-                except Exception as exc:  # e.g. its client was closed by a change of address
-                    log.info("health check failed: %s", exc)
-                else:
-                    self.state = state
-                    self.state_changed.emit(state)
+                except Exception as exc:  # a bug of ours: say so instead of a stale state
+                    log.exception("health check failed")
+                    state = ServerHealth(
+                        self.ctx.endpoint.url,
+                        False,
+                        error=f"The server check failed unexpectedly ({exc}); see the log.",
+                        checked_at=time.time(),
+                    )
+                self.state = state
+                self.state_changed.emit(state)
                 if not self._again:
                     return
         finally:

@@ -251,6 +251,11 @@ class ServerPanel(QWidget):
         if level == "error":
             self.show_message(event.message, "error")
 
+    def clear_event(self) -> None:
+        """Forget the last server event (it was about another address)."""
+        self.event_label.clear()
+        self.event_label.hide()
+
     def show_message(self, text: str, level: str = "error") -> None:
         self.message.show_message(text, level)
 

@@ -15,7 +15,7 @@ from safeguard_desktop.core.highlight import Highlights
 from safeguard_desktop.core.policy import Policy, PolicyError, parse_policy
 from safeguard_desktop.core.verdict import Verdict, verdict_from_dict
 from safeguard_desktop.services.history_service import Review
-from safeguard_desktop.services.review import Stats, review_highlights
+from safeguard_desktop.services.review import Stats, review_highlights, review_warnings
 from safeguard_desktop.ui.history_model import local_time
 from safeguard_desktop.ui.reasoning_view import ContentPane, ReasoningView
 from safeguard_desktop.ui.verdict_panel import VerdictPanel
@@ -102,8 +102,17 @@ def show_verdict(
             effort=review.effort,
             mentioned=marks.rule_ids if marks is not None else (),
             known=known,
+            warnings=stored_warnings(review, policy, verdict),
         )
     panel.set_stats(stats_from_dict(review.stats))
+
+
+def stored_warnings(review: Review, policy: Policy | None, verdict: Verdict) -> list[str]:
+    """The warnings a live review would show beside this verdict (the ones that can be
+    told again from what is stored: the model, the verdict and the policy)."""
+    # Without its stored policy, no rule can be told unknown: an empty one checks the rest.
+    known = policy if policy is not None else parse_policy(b"# ?\n", source=Path("unknown.md"))
+    return review_warnings(known, review.model, verdict)
 
 
 def show_texts(
