@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 
+from safeguard_desktop import egress, paths
 from safeguard_desktop.preflight import check_display
 from safeguard_desktop.services.session import Session
 
@@ -18,7 +19,16 @@ log = logging.getLogger("safeguard.app")
 
 
 def run_gui(args: argparse.Namespace) -> int:
-    """Open the main window; returns the process exit code."""
+    """Open the main window; returns the process exit code.
+
+    The window talks to the session's model host only (egress.py), which follows the
+    Settings; every file it creates is the user's only.
+    """
+    with egress.guarded(), paths.private_files():
+        return _run_gui(args)
+
+
+def _run_gui(args: argparse.Namespace) -> int:
     problem = check_display()
     if problem is not None:
         print(f"safeguard-desktop: {problem}", file=sys.stderr)
@@ -40,6 +50,7 @@ def run_gui(args: argparse.Namespace) -> int:
     apply_theme(app)
 
     ctx = Session.open(host=getattr(args, "host", None))
+    egress.follow(lambda: ctx.endpoint.url)  # a host chosen in Settings is followed at once
     window = MainWindow(ctx)
     install_history(window, ctx)
     server = install_server(window, ctx)  # noqa: F841 (kept alive with the window)

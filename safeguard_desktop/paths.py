@@ -8,6 +8,10 @@ portable installs.
 from __future__ import annotations
 
 import os
+import stat
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import platformdirs
@@ -29,27 +33,75 @@ def _base() -> Path | None:
     return Path(env).expanduser().resolve() if env else None
 
 
-def _private_dir(path: Path) -> Path:
-    """Create a folder readable by the user only (reviews are sensitive)."""
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700
+PRIVATE_FILE = 0o600
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Every file and folder created in this block is the user's only (`cli.main`, `run_gui`).
+
+    Logs, notes, backups and settings hold content under review. The umask is restored when
+    the block ends (it is per process, so in-process callers get theirs back).
+    """
+    old = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def make_private(path: Path) -> None:
+    """Take group and other access away from an existing file or folder (POSIX only)."""
+    if sys.platform == "win32":
+        return
+    with suppress(OSError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path`, readable and writable by the user only.
+
+    A file that already exists with wider access is narrowed before it receives the text.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        if sys.platform != "win32":
+            with suppress(OSError):  # someone else's file: written as it is
+                os.fchmod(out.fileno(), PRIVATE_FILE)
+        out.write(text)
+
+
+def _private_dir(path: Path, *, tighten: bool = False) -> Path:
+    """Create a folder readable by the user only (reviews are sensitive).
+
+    `tighten`: a folder of the app's own that exists with wider access is narrowed too.
+    """
     if not path.exists():
-        old = os.umask(0o077)
+        old = os.umask(PRIVATE_UMASK)
         try:
             path.mkdir(parents=True, exist_ok=True)
         finally:
             os.umask(old)
+    elif tighten:
+        make_private(path)
     return path
 
 
 def data_dir() -> Path:
     base = _base()
-    return _private_dir(base if base else Path(platformdirs.user_data_dir(APP, appauthor=False)))
+    if base:
+        return _private_dir(base)
+    return _private_dir(Path(platformdirs.user_data_dir(APP, appauthor=False)), tighten=True)
 
 
 def config_dir() -> Path:
     base = _base()
     if base:
         return _private_dir(base)
-    return _private_dir(Path(platformdirs.user_config_dir(APP, appauthor=False)))
+    return _private_dir(Path(platformdirs.user_config_dir(APP, appauthor=False)), tighten=True)
 
 
 def settings_file() -> Path:
@@ -61,7 +113,7 @@ def history_db() -> Path:
 
 
 def logs_dir() -> Path:
-    return _private_dir(data_dir() / "logs")
+    return _private_dir(data_dir() / "logs", tighten=True)
 
 
 def server_state_file() -> Path:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safeguard_desktop import __version__, paths
+from safeguard_desktop import __version__, egress, paths
 from safeguard_desktop.cli import (
     classify_cmd,
     history_cmd,
@@ -93,6 +93,13 @@ def _add_global_options(parser: argparse.ArgumentParser, shared: list[argparse.A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The whole run is air-gapped (only the model host is contacted, see egress.py) and
+    every file it creates is the user's only (logs, notes, backups, settings)."""
+    with egress.guarded(), paths.private_files():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     data_dir = getattr(args, "data_dir", None)
     if data_dir:

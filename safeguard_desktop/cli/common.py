@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import logging.handlers
+import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
-from safeguard_desktop import paths
+from safeguard_desktop import egress, paths
 from safeguard_desktop.services.session import HostError, Session
 from safeguard_desktop.settings import Settings
 
@@ -24,14 +27,32 @@ class CliError(Exception):
         self.code = code
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The app's log holds content under review: each file it opens is the user's only."""
+
+    def _open(self) -> io.TextIOWrapper:
+        stream = open(  # noqa: SIM115 (the handler owns and closes it)
+            self.baseFilename,
+            self.mode,
+            encoding=self.encoding,
+            errors=self.errors,
+            opener=lambda path, flags: os.open(path, flags, paths.PRIVATE_FILE),
+        )
+        paths.make_private(Path(self.baseFilename))  # made by an earlier version, maybe 0644
+        return cast(io.TextIOWrapper, stream)
+
+
 def setup_logging(*, verbose: bool) -> None:
     root = logging.getLogger("safeguard")
     root.setLevel(logging.DEBUG)
     root.propagate = False
     root.addHandler(logging.NullHandler())
     try:
-        handler: logging.Handler = logging.handlers.RotatingFileHandler(
-            paths.logs_dir() / "safeguard.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        logs = paths.logs_dir()
+        for old in logs.glob("safeguard.log.*"):  # rotated by an earlier version, maybe 0644
+            paths.make_private(old)
+        handler: logging.Handler = PrivateRotatingFileHandler(
+            logs / "safeguard.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
         )
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         handler.setLevel(logging.INFO)
@@ -73,6 +94,7 @@ def open_session(args: argparse.Namespace, *, with_history: bool = False) -> Ses
         )
     except HostError as exc:
         raise CliError(str(exc)) from None
+    egress.allow(session.endpoint.url)  # the one host this command may contact
     for message in session.warnings:
         warn(message)
     if session.token_warning:

@@ -227,7 +227,11 @@ def ollama_host_value(url: str) -> str:
 
 
 def server_env(config: ServerConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: the settings mapped to Ollama's variables."""
+    """The child's environment: the settings mapped to Ollama's variables.
+
+    OLLAMA_NO_CLOUD=1 comes last, so no setting undoes it: the server this app starts never
+    offers Ollama's cloud models (the review room is air-gapped).
+    """
     env = dict(os.environ if base is None else base)
     env["OLLAMA_HOST"] = ollama_host_value(config.url)
     if config.models_dir:
@@ -240,6 +244,7 @@ def server_env(config: ServerConfig, base: Mapping[str, str] | None = None) -> d
         env["OLLAMA_CONTEXT_LENGTH"] = str(config.context_length)
     env["OLLAMA_FLASH_ATTENTION"] = "1" if config.flash_attention else "0"
     env.update(dict(config.extra_env))
+    env["OLLAMA_NO_CLOUD"] = "1"
     return env
 
 
@@ -500,6 +505,9 @@ def _spawn(cmd: list[str], env: dict[str, str], out: Any) -> subprocess.Popen[by
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
     else:
         kwargs["start_new_session"] = True
+        # The app runs with umask 077 (its files hold content); models Ollama writes keep
+        # Ollama's usual modes.
+        kwargs["umask"] = 0o022
     try:
         return subprocess.Popen(
             cmd,

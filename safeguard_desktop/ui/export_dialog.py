@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from safeguard_desktop import paths
 from safeguard_desktop.qt import (
     QCheckBox,
     QDialog,
@@ -185,7 +186,7 @@ class ExportDialog(QDialog):
 
     def save_to(self, path: Path) -> bool:
         try:
-            path.write_text(self.markdown, encoding="utf-8")
+            paths.write_private(path, self.markdown)  # the note holds the content: 0600
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             self.message.show_message(
