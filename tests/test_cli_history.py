@@ -124,13 +124,15 @@ def test_purge_backup_restore(fake, capsys, tmp_path) -> None:
     assert cli(capsys, data, "history", "delete", str(rid), "--yes")[0] == 0
     code, out, _ = cli(capsys, data, "history", "list", "--json")
     assert json.loads(out) == []
-    assert cli(capsys, data, "history", "restore", str(backup))[0] == 0
+    code, _, err = cli(capsys, data, "history", "restore", str(backup))
+    assert code == 2 and "--yes" in err  # no terminal to confirm on
+    assert cli(capsys, data, "history", "restore", str(backup), "--yes")[0] == 0
     code, out, _ = cli(capsys, data, "history", "list", "--json")
     assert [r["id"] for r in json.loads(out)] == [rid]
     not_db = tmp_path / "junk.sqlite3"
     not_db.write_bytes(os.urandom(4096))
-    code, _, err = cli(capsys, data, "history", "restore", str(not_db))
-    assert code == 1 and err.count("\n") == 1
+    code, _, err = cli(capsys, data, "history", "restore", str(not_db), "--yes")
+    assert code == 2 and err.count("\n") == 1 and "Choose another file" in err
     code, out, _ = cli(capsys, data, "history", "list", "--json")
     assert [r["id"] for r in json.loads(out)] == [rid]  # untouched
 

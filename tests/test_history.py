@@ -426,7 +426,7 @@ def test_backup_restore_round_trip(hist: History, path: Path, tmp_path: Path) ->
     add_done(hist, "after the backup")
     hist.close()
 
-    History.restore(dest, path)
+    History.restore(dest, path, moderator="ana")
     with History.open(path) as h:
         assert [s.preview for s in h.list()] == ["before the backup"]
         assert [d.action for d in h.get(kept).decisions] == ["agree"]  # type: ignore[union-attr]
@@ -449,7 +449,7 @@ def test_restore_refuses_non_history_and_keeps_current(
     conn.close()
     for bad in (junk, foreign, tmp_path / "missing.sqlite"):
         with pytest.raises(HistoryError) as err:
-            History.restore(bad, path)
+            History.restore(bad, path, moderator="ana")
         assert err.value.kind == "invalid" and str(bad) in str(err.value)
     with History.open(path) as h:
         assert [s.preview for s in h.list()] == ["precious"]

@@ -6,7 +6,6 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,68 @@ from safeguard_desktop.cli.common import CliError, load_settings, print_json
 from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.services.escalation import NoteOptions, escalation_note
 from safeguard_desktop.services.history_service import (
+    MAX_ID,
     Filters,
     HistoryError,
     HistoryService,
+    Restored,
     Review,
     ReviewSummary,
+    TrailReport,
+    check_date,
 )
 
-EXIT_ENGINE = 1
+EXIT_ENGINE, EXIT_USAGE = 1, 2
 VERDICT_KEYS = ("label", "violation", "category", "rule_ids", "confidence", "rationale")
+MAX_DAYS = 36_500
 
 
 def iso_date(text: str) -> str:
     try:
-        date.fromisoformat(text[:10])
+        return check_date(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-28") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: use YYYY-MM-DD (like 2026-11-28), or YYYY-MM-DDTHH:MM"
+        ) from None
+
+
+def _whole(text: str, what: str, low: int, high: int, hint: str) -> int:
+    """A whole number within [low, high] (SQLite holds no larger), else a usage error."""
+    try:
+        value = int(text.strip(), 10)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}: {hint}")
+    return value
+
+
+def review_id(text: str) -> int:
+    return _whole(
+        text, "a review id", 1, MAX_ID,
+        "ids are whole numbers from 1; `safeguard-desktop history list` shows them",
+    )  # fmt: skip
+
+
+def row_limit(text: str) -> int:
+    return _whole(text, "a number of reviews", 1, MAX_ID, "give a whole number from 1, e.g. 50")
+
+
+def plain_text(text: str) -> str:
+    """Text the history can store: raw bytes that are not UTF-8 arrive as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            "it holds bytes that are not UTF-8 text: set the terminal to UTF-8, or type it again"
+        ) from None
     return text
+
+
+def day_count(text: str) -> int:
+    return _whole(
+        text, "a number of days", 1, MAX_DAYS, f"give a whole number from 1 to {MAX_DAYS:,}"
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +83,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     hs = p.add_subparsers(dest="history_command", metavar="ACTION", required=True)
 
     def filters(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--policy", help="only this policy id")
+        q.add_argument("--policy", type=plain_text, help="only this policy id")
         q.add_argument("--verdict", choices=("violation", "safe", "unparsed", "incomplete"))
         q.add_argument(
             "--status", choices=("running", "done", "failed", "cancelled", "interrupted")
@@ -48,22 +92,22 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         q.add_argument("--escalated", action="store_true", help="only escalated reviews")
         q.add_argument("--since", type=iso_date, help="from this date (YYYY-MM-DD)")
         q.add_argument("--until", type=iso_date, help="up to this date (YYYY-MM-DD, inclusive)")
-        q.add_argument("--limit", type=int, default=50)
+        q.add_argument("--limit", type=row_limit, default=50, help="at most this many (50)")
         q.add_argument("--json", action="store_true")
 
     lst = hs.add_parser("list", help="newest reviews first")
     filters(lst)
     lst.set_defaults(func=run_list)
     se = hs.add_parser("search", help="full-text search over content, reasoning and notes")
-    se.add_argument("query")
+    se.add_argument("query", type=plain_text)
     filters(se)
     se.set_defaults(func=run_search)
     sh = hs.add_parser("show", help="one review with its decisions")
-    sh.add_argument("id", type=int)
+    sh.add_argument("id", type=review_id)
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=run_show)
     de = hs.add_parser("decide", help="record your decision (append-only audit trail)")
-    de.add_argument("id", type=int)
+    de.add_argument("id", type=review_id)
     act = de.add_mutually_exclusive_group(required=True)
     act.add_argument("--agree", action="store_true", help="agree with the model")
     act.add_argument(
@@ -74,25 +118,33 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     act.add_argument("--escalate", action="store_true", help="escalate this review")
     act.add_argument("--note-only", action="store_true", help="add a note only")
-    de.add_argument("--note", help="your note or reason")
+    de.add_argument("--note", type=plain_text, help="your note or reason")
     de.set_defaults(func=run_decide)
     dl = hs.add_parser("delete", help="delete one review (an audit entry remains)")
-    dl.add_argument("id", type=int)
-    dl.add_argument("--reason", default="")
+    dl.add_argument("id", type=review_id)
+    dl.add_argument("--reason", type=plain_text, default="")
     dl.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     dl.set_defaults(func=run_delete)
     pu = hs.add_parser("purge", help="delete reviews older than N days (an audit entry remains)")
-    pu.add_argument("--older-than", type=int, required=True, metavar="DAYS")
+    pu.add_argument("--older-than", type=day_count, required=True, metavar="DAYS")
     pu.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     pu.set_defaults(func=run_purge)
     bk = hs.add_parser("backup", help="copy the history database to FILE")
     bk.add_argument("file")
     bk.set_defaults(func=run_backup)
     rs = hs.add_parser(
-        "restore", help="replace the history with a backup (the current one is kept)"
+        "restore",
+        help="replace the history with a backup whose decision trail verifies "
+        "(the current one is kept beside it)",
     )
     rs.add_argument("file")
+    rs.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     rs.set_defaults(func=run_restore)
+    vf = hs.add_parser(
+        "verify", help="check that no decision was edited, removed or added outside the app"
+    )
+    vf.add_argument("--json", action="store_true")
+    vf.set_defaults(func=run_verify)
 
     rc = hs.add_parser(
         "recover", help="set a damaged history aside (kept as a copy) and start an empty one"
@@ -101,7 +153,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rc.set_defaults(func=run_recover)
 
     ex = sub.add_parser("export", help="escalation note in Markdown for one or more reviews")
-    ex.add_argument("ids", type=int, nargs="+", metavar="ID")
+    ex.add_argument("ids", type=review_id, nargs="+", metavar="ID")
     ex.add_argument("--out", help="write to this .md file instead of stdout")
     ex.add_argument(
         "--redact", action="store_true", help="mask emails, phone numbers, URLs and @handles"
@@ -250,14 +302,17 @@ def run_decide(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(question: str, yes: bool) -> None:
+def _confirm(question: str, yes: bool, declined: str = "Nothing deleted.") -> None:
     if yes:
         return
     if not sys.stdin.isatty():
         raise CliError(f"{question} Pass --yes to confirm.")
-    answer = input(f"{question} [y/N] ").strip().lower()
+    try:
+        answer = input(f"{question} [y/N] ").strip().lower()
+    except EOFError:
+        answer = ""
     if answer not in ("y", "yes"):
-        raise CliError("Nothing deleted.", 0)
+        raise CliError(declined, 0)
 
 
 def run_delete(args: argparse.Namespace) -> int:
@@ -281,10 +336,18 @@ def run_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exit_code(exc: HistoryError) -> int:
+    """A file the user named that cannot be used is an input error; the rest the disk's."""
+    return EXIT_USAGE if exc.kind == "invalid" else EXIT_ENGINE
+
+
 def run_backup(args: argparse.Namespace) -> int:
     dest = Path(args.file).expanduser()
     with opened() as h:
-        h.backup(dest)
+        try:
+            h.backup(dest)
+        except HistoryError as exc:
+            raise CliError(str(exc), _exit_code(exc)) from None
     print(f"History backed up to {dest}.")
     return 0
 
@@ -292,13 +355,74 @@ def run_backup(args: argparse.Namespace) -> int:
 def run_restore(args: argparse.Namespace) -> int:
     src = Path(args.file).expanduser()
     if not src.is_file():
-        raise CliError(f"No backup file at {src}.")
+        raise CliError(f"No backup file at {src}. Give the path of a history backup.")
+    path = paths.history_db()
+    moderator = str(load_settings()["moderator"])
+    _confirm(
+        f"Replace the history at {path} with the backup {src}? The current history is kept "
+        "beside it.",
+        args.yes,
+        declined="Nothing restored.",
+    )
     try:
-        HistoryService.restore(src)
+        done = HistoryService.restore(src, moderator=moderator)
     except HistoryError as exc:
-        raise CliError(str(exc), EXIT_ENGINE) from None
-    print(f"History restored from {src}; the previous database was kept beside it.")
+        raise CliError(str(exc), _exit_code(exc)) from None
+    print(_restored_text(done))
     return 0
+
+
+def _restored_text(done: Restored) -> str:
+    kept = f" The replaced history is kept at {done.kept}." if done.kept else ""
+    return (
+        f"History restored from {done.source} (sha256 {done.sha256}); its decision trail "
+        f"verifies and now records this restore.{kept}"
+    )
+
+
+def verify_json(report: TrailReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "decisions": report.decisions,
+        "head": report.head,
+        "repairs": list(report.repairs),
+        "problems": [
+            {
+                "kind": p.kind, "decision_id": p.decision_id, "review_id": p.review_id,
+                "where": p.where, "message": p.message,
+            }
+            for p in report.problems
+        ],
+    }  # fmt: skip
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    with opened() as h:
+        report = h.verify()
+        where = h.path
+    if args.json:
+        print_json(verify_json(report))
+        return 0 if report.ok else EXIT_ENGINE
+    print(report.describe())
+    if report.ok:
+        print(f"Last seal: {report.head} (note it elsewhere to check this file later).")
+        if report.repairs:
+            print(
+                f"Note: the trail records that its protection was found removed and "
+                f"re-created {len(report.repairs)} time(s), last at decision "
+                f"#{report.repairs[-1]}: another program changed this file's schema."
+            )
+        return 0
+    for more in report.problems[1:10]:
+        print(f"  also at {more.where}: {more.message}")
+    if len(report.problems) > 10:
+        print(f"  ... and {len(report.problems) - 10} more")
+    print(
+        f"The history at {where} was changed outside Safeguard Desktop. Keep a copy of it as "
+        "evidence; `safeguard-desktop history restore FILE` replaces it by a backup whose "
+        "trail verifies."
+    )
+    return EXIT_ENGINE
 
 
 def run_recover(args: argparse.Namespace) -> int:
@@ -330,7 +454,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out).expanduser()
         try:
-            out.write_text(note, encoding="utf-8")
+            paths.write_private(out, note)  # it holds the content: private, like the logs
         except OSError as exc:
             raise CliError(f"Cannot write {out}: {exc.strerror}.", EXIT_ENGINE) from None
         print(f"Escalation note written to {out}.")

@@ -13,9 +13,42 @@ from types import TracebackType
 
 from safeguard_desktop import paths
 from safeguard_desktop.store.history import History, HistoryError
-from safeguard_desktop.store.records import Decision, Filters, Review, ReviewSummary
+from safeguard_desktop.store.records import (
+    MAX_ID,
+    Decision,
+    Filters,
+    Restored,
+    Review,
+    ReviewSummary,
+    check_moment,
+)
+from safeguard_desktop.store.trail import TrailProblem, TrailReport
 
-__all__ = ["Decision", "Filters", "HistoryError", "HistoryService", "Review", "ReviewSummary"]
+__all__ = [
+    "MAX_ID",
+    "Decision",
+    "Filters",
+    "HistoryError",
+    "HistoryService",
+    "Restored",
+    "Review",
+    "ReviewSummary",
+    "TrailProblem",
+    "TrailReport",
+    "check_date",
+]
+
+VERIFY_HINT = "`safeguard-desktop history verify`"
+# The start-up check reads every id and link and the triggers, but recomputes the seals of
+# only the newest decisions (and the summaries of the newest reviews): 0.3 s CPU at 100,000
+# decisions, of which the links take 0.05 s; `history verify` recomputes every seal: 1.4 s
+# CPU per 100,000 (measured on a busy 2-core container).
+START_WINDOW = 10_000
+
+
+def check_date(text: str) -> str:
+    """`text` when the history filters can read it as a date; ValueError saying what to use."""
+    return check_moment(text)
 
 
 class HistoryService:
@@ -103,14 +136,35 @@ class HistoryService:
     def purge(self, *, older_than_days: int, moderator: str) -> int:
         return self.store.purge(older_than_days=older_than_days, moderator=moderator)
 
+    def verify(self, *, window: int | None = None) -> TrailReport:
+        """Whether the decision trail is as written: the first break, if any, and where.
+        `window` limits the costly checks to the newest rows (see START_WINDOW)."""
+        return self.store.verify(window=window)
+
+    def trail_warning(self) -> str | None:
+        """A sentence for the start of a session when the trail is broken (or cannot be
+        read), else None. Never raises."""
+        try:
+            report = self.verify(window=START_WINDOW)
+        except HistoryError as exc:
+            return f"The decision trail of the history could not be checked: {exc}"
+        first = report.first
+        if first is None:
+            return None
+        return (
+            f"The decision trail of the history is broken at {first.where}: {first.message}. "
+            f"Run {VERIFY_HINT} for details, and keep this file as evidence."
+        )
+
     # -- the file ----------------------------------------------------------------------------
     def backup(self, dest: Path) -> None:
         self.store.backup(dest)
 
     @staticmethod
-    def restore(src: Path, path: Path | None = None) -> None:
-        """Replace the history by backup `src`; close every open history on it first."""
-        History.restore(src, path or paths.history_db())
+    def restore(src: Path, path: Path | None = None, *, moderator: str) -> Restored:
+        """Replace the history by backup `src` once its trail verifies; the trail records who
+        restored what. Close every open history on it first."""
+        return History.restore(src, path or paths.history_db(), moderator=moderator)
 
     @staticmethod
     def check(path: Path | None = None) -> None:

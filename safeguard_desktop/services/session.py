@@ -113,6 +113,7 @@ class Session:
         self.host = host  # the --host of this run, when given: it wins over the setting
         self.warnings: list[str] = []  # for the user, once
         self._client: OllamaClient | None = None
+        self._retired: list[OllamaClient] = []  # replaced, maybe still in use
         self._lifecycle: ServerLifecycle | None = None
 
     @classmethod
@@ -167,6 +168,8 @@ class Session:
             history, problem = HistoryService.open_default()
             if problem:
                 warnings.append(problem)
+            elif history is not None and (broken := history.trail_warning()):
+                warnings.append(broken)
         session = cls.create(settings, endpoint, history, host=host)
         session.warnings.extend(warnings)
         return session
@@ -181,6 +184,8 @@ class Session:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        while self._retired:
+            await self._retired.pop().aclose()
 
     def close_history(self) -> None:
         if self.history is not None:
@@ -214,8 +219,9 @@ class Session:
         """
         endpoint = await asyncio.to_thread(resolve_endpoint, self.settings, self.host_override())
         if endpoint != self.endpoint:
-            old = self.replace_endpoint(endpoint)
-            await old.aclose()
+            # Reviews and pulls still running on the old client finish on it; it is closed
+            # with the session.
+            self._retired.append(self.replace_endpoint(endpoint))
         if self._lifecycle is not None:
             await self._lifecycle.retarget(self.server())
 

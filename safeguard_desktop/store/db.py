@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,9 @@ _RESTORE_HINT = "`safeguard-desktop history restore FILE`"
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
 _SQLITE_AUTH, _SQLITE_NOTADB = 23, 26
+# Below this much free space an I/O error is taken for a full disk: SQLite reports some
+# writes that fail for lack of space (the -shm map, a sync) as "disk I/O error".
+_NEARLY_FULL = 1 << 20
 
 
 class HistoryError(Exception):
@@ -57,23 +62,28 @@ def _file_stamp() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 
 
-def corrupt_error(path: Path) -> HistoryError:
+def corrupt_error(path: Path, why: str = "is damaged") -> HistoryError:
     return HistoryError(
         "corrupt",
-        f"The history database at {path} is damaged. Run `safeguard-desktop history recover` "
+        f"The history database at {path} {why}. Run `safeguard-desktop history recover` "
         f"to start an empty history (the damaged file is kept aside), or restore a backup "
         f"with {_RESTORE_HINT}.",
     )
 
 
-def to_history_error(exc: sqlite3.Error | OSError, path: Path) -> HistoryError | None:
-    """Map an environment failure to a HistoryError; None means "a bug: let it propagate"."""
+def to_history_error(
+    exc: sqlite3.Error | OSError, path: Path, what: str = "the history"
+) -> HistoryError | None:
+    """Map an environment failure to a HistoryError; None means "a bug: let it propagate".
+
+    `what` names the file in the full-disk sentence ("the history", "the backup").
+    """
     if isinstance(exc, OSError):
-        if exc.errno == errno.ENOSPC:
-            return _full(path)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _full(path, what)
         if isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.EACCES):
-            return _permission(path)
-        return _io(path, exc.strerror or str(exc))
+            return _permission(path, what)
+        return _io(path, exc.strerror or str(exc), what)
     if not isinstance(exc, sqlite3.DatabaseError) or isinstance(
         exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
     ):
@@ -94,21 +104,38 @@ def to_history_error(exc: sqlite3.Error | OSError, path: Path) -> HistoryError |
             "Desktop window or a command-line run). Close it and try again.",
         )
     if primary == _SQLITE_FULL or "disk is full" in text:
-        return _full(path)
+        return _full(path, what)
     if primary in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_AUTH):
-        return _permission(path)
-    if primary == _SQLITE_IOERR:
-        return _io(path, str(exc))
+        return _permission(path, what)
+    if primary == _SQLITE_IOERR or "disk i/o error" in text:
+        return _full(path, what) if _nearly_full(path) else _io(path, str(exc), what)
     return None
 
 
-def _full(path: Path) -> HistoryError:
+def _nearly_full(path: Path) -> bool:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def _full(path: Path, what: str = "the history") -> HistoryError:
     return HistoryError(
-        "full", f"The disk holding the history at {path} is full. Free some space and try again."
+        "full",
+        f"The disk holding {what} at {path} is full: free some space, then try again.",
     )
 
 
-def _permission(path: Path) -> HistoryError:
+def _permission(path: Path, what: str = "the history") -> HistoryError:
+    if what != "the history":
+        return HistoryError(
+            "permission",
+            f"Cannot write {what} at {path}. Check that you own that folder and that it is "
+            "not read-only, or choose another place.",
+        )
     return HistoryError(
         "permission",
         f"Cannot write the history database at {path}. Check that you own that folder and "
@@ -116,21 +143,21 @@ def _permission(path: Path) -> HistoryError:
     )
 
 
-def _io(path: Path, detail: str) -> HistoryError:
+def _io(path: Path, detail: str, what: str = "the history") -> HistoryError:
     return HistoryError(
         "io",
-        f"Reading or writing the history at {path} failed ({detail}). Check the disk and "
-        "try again.",
+        f"Reading or writing {what} at {path} failed ({detail}). Check the disk and the "
+        "path, and try again.",
     )
 
 
 @contextlib.contextmanager
-def translate_errors(path: Path) -> Iterator[None]:
+def translate_errors(path: Path, what: str = "the history") -> Iterator[None]:
     """Turn environment failures inside the block into HistoryError; bugs pass through."""
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
-        mapped = to_history_error(exc, path)
+        mapped = to_history_error(exc, path, what)
         if mapped is None:
             raise
         log.warning("history %s: %s", path, exc)
@@ -174,10 +201,61 @@ def _restrict_file(path: Path) -> None:
         path.chmod(_FILE_MODE)
 
 
+def _sidecars(path: Path) -> tuple[Path, ...]:
+    return tuple(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))
+
+
+def _discard(path: Path) -> None:
+    """Remove a file of ours and its SQLite sidecars, if there."""
+    for leftover in (path, *_sidecars(path)):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def _private_temp(folder: Path, name: str, suffix: str) -> Path:
+    """A new empty 0600 file in `folder` (beside its final place, so a rename is atomic)."""
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=suffix)
+    os.close(fd)
+    return Path(temp)
+
+
+def _create(path: Path) -> None:
+    """Build a new, migrated history beside `path`, then link it in: no process ever finds a
+    half-made file there, so an empty (0-byte) file at `path` can only mean damage."""
+    temp = _private_temp(path.parent, path.name, ".new")
+    try:
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn, temp)
+        finally:
+            conn.close()
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another window made it first: theirs is as good
+        except OSError:  # a drive without hard links
+            if not path.exists():
+                os.replace(temp, path)
+    finally:
+        _discard(temp)
+
+
+def _check_not_emptied(path: Path) -> None:
+    """A 0-byte history (no WAL holding its pages) was truncated: never start over in it."""
+    wal = path.with_name(path.name + "-wal")
+    if path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+        raise corrupt_error(path, "is empty (0 bytes): it was truncated or damaged")
+
+
 def connect(path: Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
     """Open (creating it private to the user) and migrate the history DB at `path`."""
     with translate_errors(path):
         _make_private_dir(path.parent)
+        if path.exists():
+            _check_not_emptied(path)
+        else:
+            _create(path)
         with _private_umask():  # only around file creation: the umask is process-wide
             conn = sqlite3.connect(
                 path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
@@ -237,8 +315,11 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         with write_txn(conn):
             if _check_ours(conn, path) >= target:
                 continue
-            for statement in schema.MIGRATIONS[target - 1]:
-                conn.execute(statement)
+            for step in schema.MIGRATIONS[target - 1]:
+                if callable(step):
+                    step(conn)
+                else:
+                    conn.execute(step)
             conn.execute(f"PRAGMA user_version = {target}")
             log.info("history %s migrated to schema %d", path, target)
 
@@ -251,7 +332,8 @@ def _move_with_sidecars(src: Path, dest: Path) -> None:
             os.replace(side, dest.with_name(dest.name + suffix))
 
 
-def _free_name(path: Path, tag: str) -> Path:
+def free_name(path: Path, tag: str) -> Path:
+    """PATH.<tag>-<UTC stamp>, with -1, -2... if taken."""
     base = path.with_name(f"{path.name}.{tag}-{_file_stamp()}")
     candidate, n = base, 1
     while candidate.exists():
@@ -262,36 +344,77 @@ def _free_name(path: Path, tag: str) -> Path:
 def recover_corrupt(path: Path) -> Path:
     """Move a damaged DB (and its -wal/-shm) aside so the next open starts empty."""
     with translate_errors(path):
-        kept = _free_name(path, "corrupt")
+        kept = free_name(path, "corrupt")
         _move_with_sidecars(path, kept)
     log.warning("damaged history %s moved to %s", path, kept)
     return kept
 
 
-def backup_to(conn: sqlite3.Connection, dest: Path) -> None:
-    """Copy a live DB with the backup API into dest.tmp, then rename: dest is never partial."""
-    with translate_errors(dest):
+def backup_to(conn: sqlite3.Connection, dest: Path, *, live: Path) -> None:
+    """Copy the live DB `live` with the backup API into a private temporary file beside
+    `dest`, then rename: dest is never partial, and a failure leaves no copy behind."""
+    if dest.is_dir():
+        raise HistoryError(
+            "invalid",
+            f"{dest} is a folder. Give the backup a file name, such as "
+            f"{dest / 'history-backup.sqlite3'}.",
+        )
+    if _same_file(dest, live) or dest in _sidecars(live):
+        raise HistoryError(
+            "invalid", f"{dest} is the history itself. Choose another file for the backup."
+        )
+    with translate_errors(dest, "the backup"):
         _make_private_dir(dest.parent)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        with _private_umask():
-            out = sqlite3.connect(tmp, isolation_level=None)
+        temp = _private_temp(dest.parent, dest.name, ".tmp")
         try:
-            conn.backup(out)
-            out.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            out = sqlite3.connect(temp, isolation_level=None)
+            try:
+                conn.backup(out)
+                out.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            finally:
+                out.close()
+            _restrict_file(temp)
+            os.replace(temp, dest)
         finally:
-            out.close()
-        _restrict_file(tmp)
-        os.replace(tmp, dest)
+            _discard(temp)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _invalid_backup(src: Path, why: str) -> HistoryError:
+    return HistoryError(
+        "invalid",
+        f"{src} is not a usable Safeguard Desktop history backup ({why}). Choose another file.",
+    )
+
+
+def stage_backup(src: Path, path: Path) -> tuple[Path, str]:
+    """A private copy of backup `src` beside `path` and the sha256 of its bytes, after the
+    file-level checks (a database, undamaged, ours, not newer). The caller discards it."""
+    with translate_errors(path):
+        if not src.is_file():
+            raise HistoryError("invalid", f"{src} does not exist. Choose an existing backup file.")
+        _make_private_dir(path.parent)
+        staged = _private_temp(path.parent, path.name, ".restore.tmp")
+        try:
+            digest = hashlib.sha256()
+            with src.open("rb") as source, staged.open("wb") as copy:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                    copy.write(chunk)
+            _validate_backup(staged, src)
+        except BaseException:
+            _discard(staged)
+            raise
+    return staged, digest.hexdigest()
 
 
 def _validate_backup(candidate: Path, src: Path) -> None:
-    def invalid(why: str) -> HistoryError:
-        return HistoryError(
-            "invalid",
-            f"{src} is not a usable Safeguard Desktop history backup ({why}). Choose another file.",
-        )
-
     conn = sqlite3.connect(candidate, isolation_level=None)
     try:
         try:
@@ -299,58 +422,36 @@ def _validate_backup(candidate: Path, src: Path) -> None:
             version = _pragma_int(conn, "user_version")
             app_id = _pragma_int(conn, "application_id")
         except sqlite3.DatabaseError as exc:
-            raise invalid("not a database") from exc
+            raise _invalid_backup(src, "not a database") from exc
         if check != [("ok",)]:
-            raise invalid("the file is damaged")
+            raise _invalid_backup(src, "the file is damaged")
         if app_id != schema.APPLICATION_ID or version < 1:
-            raise invalid("it is another program's database")
+            raise _invalid_backup(src, "it is another program's database")
         if version > len(schema.MIGRATIONS):
-            raise invalid("it was made by a newer Safeguard Desktop")
+            raise _invalid_backup(src, "it was made by a newer Safeguard Desktop")
     finally:
         conn.close()
 
 
-def restore(src: Path, path: Path) -> None:
-    """Replace the DB at path by a validated copy of src; the current DB is kept aside.
+def discard_staged(staged: Path) -> None:
+    _discard(staged)
 
-    Close every History open on `path` first.
-    """
+
+def swap_in(staged: Path, path: Path, kept: Path | None) -> Path | None:
+    """Put `staged` in place of the DB at `path`, which moves to `kept` (with its -wal and
+    -shm); returns where it went, None when there was none. Close every History first."""
     with translate_errors(path):
-        if not src.is_file():
-            raise HistoryError("invalid", f"{src} does not exist. Choose an existing backup file.")
-        _make_private_dir(path.parent)
-        staged = path.with_name(f"{path.name}.restore-{_file_stamp()}.tmp")
-        with _private_umask():
-            shutil.copyfile(src, staged)
+        if not path.exists():
+            kept = None
+        elif kept is None:
+            kept = free_name(path, "before-restore")
+        if kept is not None:
+            _move_with_sidecars(path, kept)
         try:
-            _validate_backup(staged, src)
-            kept: Path | None = None
-            if path.exists():
-                kept = _free_name(path, "before-restore")
-                _move_with_sidecars(path, kept)
-            try:
-                source = sqlite3.connect(staged, isolation_level=None)
-                try:
-                    with _private_umask():
-                        target = sqlite3.connect(path, isolation_level=None)
-                    try:
-                        source.backup(target)
-                        target.execute("PRAGMA journal_mode = WAL")
-                    finally:
-                        target.close()
-                finally:
-                    source.close()
-                _restrict_file(path)
-            except BaseException:
-                for leftover in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
-                    leftover.unlink(missing_ok=True)
-                if kept is not None:
-                    _move_with_sidecars(kept, path)
-                raise
-        finally:
-            for leftover in (
-                staged,
-                *(staged.with_name(staged.name + s) for s in ("-wal", "-shm")),
-            ):
-                leftover.unlink(missing_ok=True)
-    log.info("history %s restored from %s", path, src)
+            os.replace(staged, path)
+            _restrict_file(path)
+        except BaseException:
+            if kept is not None:
+                _move_with_sidecars(kept, path)
+            raise
+    return kept

@@ -23,16 +23,19 @@ from types import TracebackType
 from safeguard_desktop import processes
 from safeguard_desktop.core.vocabulary import FINAL_STATUSES
 
-from . import db
+from . import db, schema, trail
 from .db import HistoryError, format_utc, translate_errors, utc_now, write_txn
 from .records import (
     DECISION_ACTIONS,
+    MAX_ID,
     SOURCES,
     SUMMARY_COLUMNS,
     Decision,
     Filters,
+    Restored,
     Review,
     ReviewSummary,
+    check_page,
     decision_from_row,
     filter_sql,
     fts_query,
@@ -42,12 +45,25 @@ from .records import (
     to_json,
     verdict_columns,
 )
+from .restore import restore_backup
 
-__all__ = ["Decision", "Filters", "History", "HistoryError", "Review", "ReviewSummary"]
+__all__ = [
+    "Decision",
+    "Filters",
+    "History",
+    "HistoryError",
+    "Restored",
+    "Review",
+    "ReviewSummary",
+    "TrailReport",
+]
+
+TrailReport = trail.TrailReport
 
 log = logging.getLogger("safeguard.store")
 
 _ORDER = "ORDER BY r.created_at DESC, r.id DESC"
+_MAX_DAYS = 36_500  # a purge cut-off further back than a century cannot be a date
 
 
 def _process_alive(pid: int | None) -> bool:
@@ -68,20 +84,43 @@ class History:
         self._conn.row_factory = sqlite3.Row
         self._path = path
         self._lock = threading.Lock()
+        self._repaired: tuple[str, ...] = ()  # protecting triggers re-created at open
 
     # --- lifecycle --------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path, *, stale_after: float = 30.0, busy_timeout: float = 5.0) -> History:
-        """Create or migrate the DB; mark reviews whose writer stopped beating as interrupted."""
+        """Create or migrate the DB, re-create the trail's protecting triggers if they are
+        gone, and mark reviews whose writer stopped beating as interrupted.
+
+        The last two write, and are skipped (logged) when the disk is full or read-only, so
+        the history can still be read; verify() then reports triggers still missing.
+        """
         path = Path(path)
         history = cls(db.connect(path, busy_timeout=busy_timeout), path)
         try:
-            history.recover(stale_after=stale_after)
+            try:
+                history._repaired = history._protect()
+            except HistoryError as exc:
+                history._skipped("re-create the triggers protecting the decision trail", exc)
+            try:
+                history.recover(stale_after=stale_after)
+            except HistoryError as exc:
+                history._skipped("mark interrupted reviews", exc)
         except BaseException:
             history.close()
             raise
         return history
+
+    def _protect(self) -> tuple[str, ...]:
+        with self._op() as conn:
+            return trail.protect(conn)
+
+    def _skipped(self, what: str, exc: HistoryError) -> None:
+        """A write done on the side at open failed: fine unless the file is damaged."""
+        if exc.kind == "corrupt":
+            raise exc
+        log.warning("history %s: could not %s: %s", self._path, what, exc)
 
     @property
     def path(self) -> Path:
@@ -260,6 +299,9 @@ class History:
             )  # fmt: skip
 
     def get(self, review_id: int) -> Review | None:
+        """The review, or None when there is none with that id (any int is safe)."""
+        if not 0 < review_id <= MAX_ID:
+            return None
         with self._op() as conn:
             row = conn.execute(
                 f"SELECT {review_columns()} FROM reviews r "
@@ -293,6 +335,7 @@ class History:
     ) -> list[ReviewSummary]:
         """Newest first. For deep paging pass `before=(created_at, id)` of the last row seen
         (keyset) instead of a large offset."""
+        check_page(limit, offset)
         where, params = filter_sql(filters)
         if before is not None:
             where += " AND (r.created_at, r.id) < (?, ?)"
@@ -325,6 +368,7 @@ class History:
         """Full-text search over content, reasoning, rationale and notes: every word must
         occur (the last one as a prefix); best bm25 first, then newest (highest id).
         Any input is safe: the words are quoted, never parsed as FTS syntax."""
+        check_page(limit, offset)
         match = fts_query(query)
         if match is None:
             return []
@@ -372,29 +416,33 @@ class History:
             raise ValueError("An override needs a reason: write it in the note.")
         if action == "note" and not note:
             raise ValueError("The note is empty: write something or cancel.")
+        if not 0 < review_id <= MAX_ID:
+            raise KeyError(review_id)
+        escalated, last, notes = schema.derived_summary(":id")
         with self._op() as conn, write_txn(conn):
             if conn.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is None:
                 raise KeyError(review_id)
-            cur = conn.execute(
-                "INSERT INTO decisions (review_id, action, label, note, moderator, at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (review_id, action, label, note, moderator, utc_now()),
+            decision_id = trail.append(
+                conn,
+                review_id=review_id,
+                action=action,
+                moderator=moderator,
+                label=label,
+                note=note,
             )
+            # The list's summary columns are read back from the trail (a trigger refuses any
+            # other value), so they can never say what no decision says.
             conn.execute(
-                "UPDATE reviews SET "
-                "escalated = CASE WHEN ? = 'escalate' THEN 1 ELSE escalated END, "
-                "last_decision = CASE WHEN ? = 'note' THEN last_decision ELSE ? END, "
-                "notes = CASE WHEN ? IS NULL THEN notes "
-                "  WHEN notes = '' THEN ? ELSE notes || char(10) || ? END "
-                "WHERE id = ?",
-                (action, action, action, note, note, note, review_id),
+                f"UPDATE reviews SET escalated = {escalated}, last_decision = {last}, "
+                f"notes = {notes} WHERE id = :id",
+                {"id": review_id},
             )
-            decision_id = cur.lastrowid
-        assert decision_id is not None
         return decision_id
 
     def delete_review(self, review_id: int, *, moderator: str, reason: str = "") -> None:
         """Remove a review and its search entry; its audit rows stay, plus a 'delete' row."""
+        if not 0 < review_id <= MAX_ID:
+            raise KeyError(review_id)
         with self._op() as conn:
             with write_txn(conn):
                 cur = conn.execute("DELETE FROM reviews WHERE id = ?", (review_id,))
@@ -405,8 +453,8 @@ class History:
 
     def purge(self, *, older_than_days: int, moderator: str) -> int:
         """Delete finished reviews older than N days; one 'purge' audit row with the count."""
-        if older_than_days < 0:
-            raise ValueError("older_than_days must be 0 or more.")
+        if not 0 <= older_than_days <= _MAX_DAYS:
+            raise ValueError(f"older_than_days must be from 0 to {_MAX_DAYS}.")
         cutoff = format_utc(datetime.now(UTC) - timedelta(days=older_than_days))
         with self._op() as conn:
             with write_txn(conn):
@@ -424,29 +472,37 @@ class History:
     def _audit(
         conn: sqlite3.Connection, review_id: int | None, action: str, note: str | None, who: str
     ) -> None:
-        conn.execute(
-            "INSERT INTO decisions (review_id, action, label, note, moderator, at) "
-            "VALUES (?, ?, NULL, ?, ?, ?)",
-            (review_id, action, note, who, utc_now()),
-        )
+        trail.append(conn, review_id=review_id, action=action, moderator=who, note=note)
 
     def audit(self, *, limit: int = 100, offset: int = 0) -> builtins.list[Decision]:
-        """The audit trail, newest first (decisions, deletions, purges)."""
+        """The audit trail, newest first (decisions, deletions, purges, restores, repairs)."""
+        check_page(limit, offset)
         with self._op() as conn:
             rows = conn.execute(
                 "SELECT * FROM decisions ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)
             ).fetchall()
         return [decision_from_row(r) for r in rows]
 
+    def verify(self, *, window: int | None = None) -> trail.TrailReport:
+        """Check the decision trail: ids, links, triggers, seals and the list's summaries;
+        with `window`, only the seals and summaries of the newest `window` rows."""
+        with self._op() as conn:
+            return trail.verify(conn, repaired=self._repaired, window=window)
+
     # --- backup -----------------------------------------------------------------------
 
     def backup(self, dest: Path) -> None:
-        """Consistent copy of the live history into one file (dest.tmp, then renamed)."""
+        """Consistent copy of the live history into one file (a private temporary file beside
+        it, then renamed); refuses a folder or the history itself."""
         with self._op() as conn:
-            db.backup_to(conn, Path(dest))
+            db.backup_to(conn, Path(dest), live=self._path)
 
     @staticmethod
-    def restore(src: Path, path: Path) -> None:
-        """Replace the history at `path` by backup `src` after checking it; the current file
-        is kept as PATH.before-restore-<ts>. Close every History on `path` first."""
-        db.restore(Path(src), Path(path))
+    def restore(src: Path, path: Path, *, moderator: str) -> Restored:
+        """Replace the history at `path` by backup `src`, once its decision trail verifies.
+
+        The current file is kept as PATH.before-restore-<ts>, and the restored trail gains a
+        'restore' entry naming the backup, its sha256 and `moderator`. Close every History on
+        `path` first. Raises HistoryError ("invalid" for a backup that is refused).
+        """
+        return restore_backup(Path(src), Path(path), moderator=moderator)

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import cast
 
 from safeguard_desktop.core.vocabulary import REVIEW_STATUSES, VERDICT_LABELS
@@ -16,13 +17,17 @@ from .db import format_utc
 
 SOURCES = ("gui", "cli", "queue")
 DECISION_ACTIONS = ("agree", "override", "escalate", "note")
+# Trail entries the app writes itself: a review deleted, a purge, a restore (no review), a
+# repair of the trail's protection (no review).
+AUDIT_ACTIONS = ("delete", "purge", "restore", "repair")
+MAX_ID = 2**63 - 1  # SQLite's largest integer: no id or limit can be beyond it
 
 JsonDict = dict[str, object]
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One append-only audit row; review_id is None for a purge (it spans many reviews)."""
+    """One append-only audit row; review_id is None for a purge, restore or repair."""
 
     id: int
     review_id: int | None
@@ -106,6 +111,25 @@ class Review:
     last_decision: str | None
     notes: str
     decisions: tuple[Decision, ...]
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What `restore` did: from which file (and its sha256), where the replaced history went
+    (None when there was none) and how many decisions the restored trail holds."""
+
+    source: Path
+    sha256: str
+    kept: Path | None
+    decisions: int
+
+
+def check_page(limit: int, offset: int) -> None:
+    """A page of rows: at least one, from a position SQLite can hold."""
+    if not 1 <= limit <= MAX_ID:
+        raise ValueError(f"The limit must be a whole number from 1 to {MAX_ID}.")
+    if not 0 <= offset <= MAX_ID:
+        raise ValueError(f"The offset must be a whole number from 0 to {MAX_ID}.")
 
 
 def to_json(value: Mapping[str, object] | None) -> str | None:
@@ -251,14 +275,27 @@ def _moment(text: str, *, end_of_day: bool) -> tuple[str, bool]:
     text = text.strip()
     try:
         if len(text) == 10:
-            day = date.fromisoformat(text) + timedelta(days=1 if end_of_day else 0)
+            day = date.fromisoformat(text)
+            if end_of_day and day == date.max:
+                return format_utc(datetime.max.replace(tzinfo=UTC)), False
+            day += timedelta(days=1 if end_of_day else 0)
             return format_utc(datetime(day.year, day.month, day.day, tzinfo=UTC)), end_of_day
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"Unreadable date {text!r}: use YYYY-MM-DD.") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return format_utc(moment), False
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return format_utc(moment), False
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"Unreadable date {text!r}: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM with an optional "
+            "offset such as +02:00."
+        ) from None
+
+
+def check_moment(text: str) -> str:
+    """`text` if it is a date or timestamp the filters read; ValueError saying what to use."""
+    _moment(text, end_of_day=True)
+    _moment(text, end_of_day=False)
+    return text
 
 
 def filter_sql(filters: Filters | None) -> tuple[str, list[object]]:

@@ -5,6 +5,11 @@ Never edit a released step: append a new one (a DB in the field is at some step 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable
+
 # 'SGDH' (Safeguard Desktop History): lets restore() and open() tell our files from others.
 APPLICATION_ID = 0x53474448
 
@@ -151,7 +156,8 @@ _MIGRATION_1: tuple[str, ...] = (
     """,
 )
 
-# Append migration 2 here as another tuple of statements; user_version follows the index.
+# Append a migration as another tuple of statements (or of functions taking the connection,
+# for work SQL cannot do); user_version follows the index.
 # Each step runs in one transaction with foreign keys on: a table rebuild must follow
 # SQLite's "12-step" ALTER recipe (with PRAGMA defer_foreign_keys) and recreate triggers.
 # 2: who is writing a running review (pid + host), so the next start can tell at once that
@@ -161,4 +167,132 @@ _MIGRATION_2: tuple[str, ...] = (
     "ALTER TABLE reviews ADD COLUMN writer_host TEXT",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATION_1, _MIGRATION_2)
+
+# --- 3: the decision trail as a hash chain ------------------------------------------------
+# Each decision row seals its content and the seal of the row before it (GENESIS for the
+# first), so an edited, removed or reordered row shows in `history verify`. The seal format
+# is part of the schema: never change it, add a new format tag with a new step.
+
+GENESIS = "0" * 64
+SEAL_FORMAT = "sgdh-decision-1"
+SEALED_COLUMNS = ("id", "review_id", "action", "label", "note", "moderator", "at")
+
+
+def seal(row: tuple[object, ...], prev_hash: str) -> str:
+    """sha256 of one decision's SEALED_COLUMNS values (in that order) and the previous seal.
+
+    JSON keeps the types: a review id turned into text no longer matches its seal.
+    """
+    payload = _SEAL_JSON.encode([SEAL_FORMAT, *row, prev_hash])
+    return hashlib.sha256(payload.encode("ascii")).hexdigest()
+
+
+_SEAL_JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))  # made once: 3x faster
+
+
+# The actions that are a moderator's decision on one review (the others are audit entries:
+# delete, purge, restore, repair) and the summary columns of `reviews` they give.
+SUMMARY_ACTIONS = "('agree', 'override', 'escalate')"
+NOTE_ACTIONS = "('agree', 'override', 'escalate', 'note')"
+
+
+def derived_summary(review_id: str) -> tuple[str, str, str]:
+    """SQL for (escalated, last_decision, notes) of the review whose id is `review_id`,
+    read from its decisions: the only source of those columns."""
+    escalated = (
+        f"EXISTS (SELECT 1 FROM decisions d WHERE d.review_id = {review_id} "
+        "AND d.action = 'escalate')"
+    )
+    last = (
+        f"(SELECT d.action FROM decisions d WHERE d.review_id = {review_id} "
+        f"AND d.action IN {SUMMARY_ACTIONS} ORDER BY d.id DESC LIMIT 1)"
+    )
+    notes = (
+        "coalesce((SELECT group_concat(n.note, char(10)) FROM (SELECT d.note AS note "
+        f"FROM decisions d WHERE d.review_id = {review_id} AND d.action IN {NOTE_ACTIONS} "
+        "AND d.note IS NOT NULL ORDER BY d.id) n), '')"
+    )
+    return escalated, last, notes
+
+
+_DERIVED_NEW = derived_summary("new.id")
+
+# The triggers that protect the trail, by name; checked and re-created at every open.
+# Entries may be added; changing one changes step 3's meaning: add a step instead.
+PROTECTING_TRIGGERS: dict[str, str] = {
+    "decisions_no_update": "CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions "
+    "BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END",
+    "decisions_no_delete": "CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions "
+    "BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END",
+    # REPLACE deletes the old row without firing delete triggers: refuse a taken id first.
+    "decisions_no_replace": "CREATE TRIGGER decisions_no_replace BEFORE INSERT ON decisions "
+    "WHEN EXISTS (SELECT 1 FROM decisions WHERE id = new.id) "
+    "BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END",
+    "reviews_summary_insert": "CREATE TRIGGER reviews_summary_insert BEFORE INSERT ON reviews "
+    "WHEN new.escalated IS NOT 0 OR new.last_decision IS NOT NULL OR new.notes IS NOT '' "
+    "BEGIN SELECT RAISE(ABORT, 'review summaries follow the decision trail'); END",
+    "reviews_summary_update": "CREATE TRIGGER reviews_summary_update "
+    "BEFORE UPDATE OF escalated, last_decision, notes ON reviews "
+    f"WHEN new.escalated IS NOT {_DERIVED_NEW[0]} OR new.last_decision IS NOT {_DERIVED_NEW[1]} "
+    f"OR new.notes IS NOT {_DERIVED_NEW[2]} "
+    "BEGIN SELECT RAISE(ABORT, 'review summaries follow the decision trail'); END",
+}
+
+
+def trigger_sql(conn: sqlite3.Connection) -> dict[str, str]:
+    """The protecting triggers as the file has them now, whitespace-normalised."""
+    names = tuple(PROTECTING_TRIGGERS)
+    rows = conn.execute(
+        f"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+        f"AND name IN ({', '.join('?' * len(names))})",
+        names,
+    ).fetchall()
+    return {str(name): " ".join(str(sql).split()) for name, sql in rows}
+
+
+def altered_triggers(conn: sqlite3.Connection, names: tuple[str, ...] | None = None) -> list[str]:
+    """Names of protecting triggers that are missing or differ from their definition."""
+    present = trigger_sql(conn)
+    return [
+        name
+        for name in names or tuple(PROTECTING_TRIGGERS)
+        if present.get(name) != " ".join(PROTECTING_TRIGGERS[name].split())
+    ]
+
+
+def _seal_existing_decisions(conn: sqlite3.Connection) -> None:
+    """Seal the rows written before step 3, oldest first. The update guard is lifted for
+    this only; a trigger already missing stays missing, so the next open reports it."""
+    had_guard = "decisions_no_update" not in altered_triggers(conn, ("decisions_no_update",))
+    conn.execute("DROP TRIGGER IF EXISTS decisions_no_update")
+    prev, last_id = GENESIS, -(2**63)
+    while True:
+        rows = conn.execute(
+            f"SELECT {', '.join(SEALED_COLUMNS)} FROM decisions WHERE id > ? ORDER BY id "
+            "LIMIT 10000",
+            (last_id,),
+        ).fetchall()
+        if not rows:
+            break
+        sealed = []
+        for row in rows:
+            row_hash = seal(tuple(row), prev)
+            sealed.append((prev, row_hash, row[0]))
+            prev, last_id = row_hash, row[0]
+        conn.executemany("UPDATE decisions SET prev_hash = ?, row_hash = ? WHERE id = ?", sealed)
+    if had_guard:
+        conn.execute(PROTECTING_TRIGGERS["decisions_no_update"])
+
+
+Step = str | Callable[[sqlite3.Connection], None]
+
+_MIGRATION_3: tuple[Step, ...] = (
+    "ALTER TABLE decisions ADD COLUMN prev_hash TEXT",
+    "ALTER TABLE decisions ADD COLUMN row_hash TEXT",
+    _seal_existing_decisions,
+    PROTECTING_TRIGGERS["decisions_no_replace"],
+    PROTECTING_TRIGGERS["reviews_summary_insert"],
+    PROTECTING_TRIGGERS["reviews_summary_update"],
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
