@@ -77,7 +77,8 @@ REGISTRY: tuple[Setting, ...] = (
         "num_ctx",
         int,
         16384,
-        "Context window in tokens sent with every request (policy + content + reasoning must fit).",
+        "Smallest context window in tokens; a longer policy and content get a larger one, "
+        "up to the model's limit.",
         "Review",
         minimum=2048,
         maximum=131072,

@@ -376,3 +376,51 @@ def test_dark_palette_follows_the_scheme(
         save_screenshot(win, tmp_path, "review-dark", publish=True)
     finally:
         apply_theme(app, dark=False, follow=False)
+
+
+def test_full_disk_keeps_the_verdict_and_offers_save_again(
+    qtbot, make_main_window, fake_ollama, policy_file, tmp_path, monkeypatch
+):
+    from tests.test_disk_full_review import FillingDisk
+
+    disk = FillingDisk(monkeypatch, room=4)  # the history can grow by 16 KB, then it is full
+    history = History.open(tmp_path / "history.sqlite3")
+    try:
+        fake_ollama.token_rate = 100_000
+        reasoning_text = 'The content says "Buy now". ' + " ".join(
+            f"Step {i} weighs the wording against TS2.a." for i in range(1500)
+        )
+        answer = (
+            '{"violation": 1, "policy_category": "TS2", "rule_ids": ["TS2.a"], '
+            '"confidence": "high", "rationale": "It pushes the reader to buy."}'
+        )
+        fake_ollama.script(Scenario(thinking=reasoning_text, content=answer))
+        win = make_main_window(fake_ollama.url, history=history)
+        assert win.review.policy_panel.select("test-spam")
+        type_and_classify(qtbot, win)
+        wait_badge(qtbot, win, "VIOLATION")  # not FAILED: the verdict stands
+        verdict = win.review.verdict
+        assert [chip.text() for chip in verdict.chip_buttons()] == ["TS2.a"]
+        assert win.review.reasoning.toPlainText() == reasoning_text
+        notes = verdict.problem.text()
+        assert "This review is not saved in the history" in notes and "full" in notes
+        assert verdict.save_button.isVisible() and verdict.save_button.text() == "Save again"
+        save_screenshot(win, tmp_path, "review-not-saved")
+
+        # Still full: the moderator is told so and can try again later.
+        qtbot.mouseClick(verdict.save_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: "still not saved" in verdict.problem.text())
+        assert verdict.save_button.isVisible() and verdict.save_button.isEnabled()
+        assert badge(win) == "VIOLATION"
+
+        disk.free()
+        qtbot.mouseClick(verdict.save_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not verdict.save_button.isVisible())
+        assert "not saved" not in verdict.problem.text()
+        assert "saved as review #1" in verdict.meta.text()
+        stored = history.get(1)
+        assert stored is not None and stored.status == "done"
+        assert stored.verdict_label == "violation" and stored.reasoning == reasoning_text
+        assert history.count() == 1  # the started review was completed, not written twice
+    finally:
+        history.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from safeguard_desktop.services.history_service import HistoryService
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.history import History
-from tests.fake_ollama import FakeOllama, Scenario
+from tests.fake_ollama import FakeOllama, Scenario, tokenize
 
 
 def review(fake: FakeOllama, history: History, text: str, **kwargs: object):
@@ -68,3 +70,47 @@ def test_server_error_keeps_partial_reasoning(tmp_path: Path) -> None:
     assert result.status == "failed" and result.reasoning
     assert stored is not None and stored.status == "failed"
     assert stored.reasoning == result.reasoning and "error" in (stored.error or "")
+
+
+def test_a_stalled_stream_is_in_the_history_to_its_last_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a kill -9 leaves: the history holds the whole stream so far, its last tokens too
+    (written when the next write is due, though no token follows them)."""
+    thinking = " ".join(f"Step {i} weighs the insult against HB2.a." for i in range(400))
+    streamed = "".join(tokenize(thinking)[:300])
+    written = threading.Event()
+    real = History.save_progress
+
+    def save_progress(self: History, review_id: int, *, reasoning: str, answer: str) -> None:
+        real(self, review_id, reasoning=reasoning, answer=answer)
+        if reasoning == streamed:
+            written.set()
+
+    monkeypatch.setattr(History, "save_progress", save_progress)
+    path = tmp_path / "h.db"
+    with FakeOllama(token_rate=20000) as fake, History.open(path) as history:
+        fake.script(Scenario(thinking=thinking, content="1", stall_after=300))
+        session = Session.create(
+            Settings(tmp_path / "settings.json"), Endpoint(fake.url), HistoryService(history)
+        )
+
+        async def go() -> tuple[bool, object]:
+            reviewer = session.reviewer(session.review_options(source="cli"))
+            task = asyncio.ensure_future(
+                reviewer.review(resolve_policy("harassment"), from_text("you idiot"))
+            )
+            try:
+                landed = await asyncio.to_thread(written.wait, 30)
+                with History.open(path) as other:  # as the next start reads it after a kill
+                    return landed, other.get(other.list()[0].id)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await session.aclose_client()
+
+        landed, stored = asyncio.run(go())
+    assert landed
+    assert stored is not None and stored.status == "running"  # type: ignore[attr-defined]
+    assert stored.reasoning == streamed  # type: ignore[attr-defined]

@@ -238,3 +238,114 @@ def test_without_manage_server_startup_does_nothing(settings: Settings) -> None:
     session = Session.open(settings, with_history=False)
     outcome = asyncio.run(session.lifecycle.startup())
     assert dataclasses.astuple(outcome) == ("none", None, None)
+
+
+def test_settings_saved_mid_review_do_not_cut_the_review(tmp_path: Path) -> None:
+    """A new address applies to the next review; the running one finishes on its server."""
+    with (
+        FakeOllama(token_rate=400) as slow,
+        FakeOllama(token_rate=50_000) as other,
+        History.open(tmp_path / "h.db") as store,
+    ):
+        settings = Settings(tmp_path / "settings.json")
+        settings.set("host", slow.url)
+        session = Session.create(
+            settings, resolve_endpoint(settings, env={}), HistoryService(store)
+        )
+
+        async def go():
+            started = asyncio.Event()
+
+            def on_delta(kind: str, text: str) -> None:
+                started.set()
+
+            reviewer = session.reviewer(session.review_options(source="gui"))
+            task = asyncio.create_task(
+                reviewer.review(
+                    resolve_policy("harassment"), from_text("you idiot"), on_delta=on_delta
+                )
+            )
+            await started.wait()
+            settings.set("host", other.url)
+            await session.apply_settings()
+            try:
+                return await task, session.endpoint.url
+            finally:
+                await session.aclose_client()
+
+        result, now = asyncio.run(go())
+    assert now == other.url
+    assert result.status == "done" and result.verdict is not None
+    assert result.request is not None and result.saved
+
+
+def test_a_stored_review_shows_the_warnings_it_was_shown_with(tmp_path: Path) -> None:
+    from safeguard_desktop.ui.stored_review import stored_verdict, stored_warnings
+
+    with (
+        FakeOllama(token_rate=50_000, models=("qwen3:8b",)) as fake,
+        History.open(tmp_path / "h.db") as store,
+    ):
+        settings = Settings(tmp_path / "settings.json")
+        settings.set("model", "qwen3:8b")
+        session = Session.create(
+            settings, resolve_endpoint(settings, fake.url, env={}), HistoryService(store)
+        )
+        result = run_review(session, "you idiot")
+        assert result.review_id is not None
+        review = store.get(result.review_id)
+    assert review is not None
+    verdict = stored_verdict(review)
+    assert verdict is not None
+    policy = resolve_policy("harassment")
+    assert stored_warnings(review, policy, verdict) == result.warnings
+    assert stored_warnings(review, None, verdict)[0] == result.warnings[0]  # the model's
+
+
+def test_a_malformed_ollama_host_is_a_sentence_not_a_crash(tmp_path: Path) -> None:
+    """The ollama library parses OLLAMA_HOST when imported; port 99999 used to crash."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OLLAMA_HOST": "127.0.0.1:99999"}
+    args = [sys.executable, "-m", "safeguard_desktop", "--data-dir", str(tmp_path / "d")]
+    status = subprocess.run(
+        [*args, "server", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PACKAGE.parent,
+    )
+    assert status.returncode == 2, status.stderr
+    assert status.stderr.strip() == (
+        "safeguard-desktop: Host '127.0.0.1:99999' is not a valid address (expected host:port)."
+    )
+    listing = subprocess.run(
+        [*args, "history", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PACKAGE.parent,
+    )
+    assert listing.returncode == 0 and "No reviews match." in listing.stdout
+
+
+def test_a_host_with_undecodable_bytes_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    settings = Settings(tmp_path / "settings.json")
+    with pytest.raises(ValueError, match="characters an address cannot have"):
+        Session.open(settings, host="127.0.0.1\udcff:11434", with_history=False, strict=True)
+
+
+def test_a_pipe_is_not_read_as_a_gguf_file(tmp_path: Path) -> None:
+    import os
+
+    from safeguard_desktop.engine.errors import ModelImportFailed
+    from safeguard_desktop.engine.gguf import check_gguf
+
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelImportFailed, match="not a regular file"):
+        check_gguf(fifo)  # would block forever reading the pipe

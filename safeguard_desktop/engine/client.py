@@ -9,13 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
-import ollama
+
+from safeguard_desktop.engine.endpoint import ollama_host_hidden
+
+with ollama_host_hidden():
+    import ollama
 
 from safeguard_desktop.core.prompt import ChatRequest
 from safeguard_desktop.engine.endpoint import Endpoint
@@ -103,6 +108,15 @@ def map_transport_error(exc: BaseException, endpoint: Endpoint, *, started: bool
     return ConnectionDropped(detail=str(exc) or type(exc).__name__)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unicode_text(text: str) -> str:
+    """Text a server sent, with lone surrogates (a JSON escape such as \\ud800 without its
+    pair) replaced by U+FFFD: they cannot be stored, printed or shown."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 class OllamaClient:
     """One server address; cheap to create, holds one connection pool."""
 
@@ -139,10 +153,10 @@ class OllamaClient:
                     msg = chunk.message
                     if msg.thinking:
                         first = first or time.perf_counter() - t0
-                        yield ThinkingDelta(msg.thinking)
+                        yield ThinkingDelta(unicode_text(msg.thinking))
                     if msg.content:
                         first = first or time.perf_counter() - t0
-                        yield AnswerDelta(msg.content)
+                        yield AnswerDelta(unicode_text(msg.content))
                     if chunk.done:
                         yield Done(_stats(chunk, first, time.perf_counter() - t0))
                         return

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+@contextlib.contextmanager
+def ollama_host_hidden() -> Iterator[None]:
+    """Hide OLLAMA_HOST while the `ollama` library is imported.
+
+    At import it builds a default client from OLLAMA_HOST and raises on a malformed value
+    (port 99999), which would crash every command before ours can say what is wrong. We
+    never use that default client; our own `resolve_host` reports the value as a sentence.
+    """
+    saved = os.environ.pop("OLLAMA_HOST", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["OLLAMA_HOST"] = saved
 
 
 class HostError(ValueError):
@@ -23,6 +42,11 @@ def normalize_host(raw: str) -> str:
     text = (raw or "").strip()
     if not text:
         return DEFAULT_HOST
+    if not text.isprintable():  # control characters, undecodable bytes from the shell
+        raise HostError(
+            f"Host {text.encode('ascii', 'backslashreplace').decode()!r} holds characters an "
+            "address cannot have; type it again as host:port or a URL."
+        )
     scheme, sep, rest = text.partition("://")
     port = 11434
     if not sep:

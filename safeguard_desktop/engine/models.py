@@ -211,7 +211,7 @@ async def show_model(client: OllamaClient, name: str) -> ModelDetails:
     data = (await request(client, "POST", "/api/show", model=name, json={"model": name})).json()
     details = data.get("details") or {}
     info = data.get("model_info") or {}
-    ctx = next((v for k, v in info.items() if k.endswith(".context_length")), None)
+    ctx = trained_context(info)
     return ModelDetails(
         name=name,
         capabilities=tuple(str(c) for c in data.get("capabilities") or ()),
@@ -222,6 +222,24 @@ async def show_model(client: OllamaClient, name: str) -> ModelDetails:
         parameters=str(data.get("parameters") or ""),
         license=(str(data.get("license") or "").strip().splitlines() or [""])[0],
     )
+
+
+def trained_context(model_info: Mapping[str, Any]) -> int | None:
+    """`<arch>.context_length` of `/api/show`'s model_info: the most tokens the model takes.
+
+    Only the architecture's own key: gpt-oss also has `gptoss.rope.scaling.
+    original_context_length` (4096), which is not its window.
+    """
+    arch = model_info.get("general.architecture")
+    value = model_info.get(f"{arch}.context_length") if isinstance(arch, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return int(value)
+
+
+async def context_length(client: OllamaClient, name: str) -> int | None:
+    """The model's context length from `/api/show`, or None when the server does not say."""
+    return (await show_model(client, name)).context_length
 
 
 async def delete_model(client: OllamaClient, name: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,13 +18,21 @@ from safeguard_desktop.core.content import Content
 from safeguard_desktop.core.highlight import Highlights, highlight
 from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.core.prompt import ChatRequest, build_request, system_prompt, wants_schema
+from safeguard_desktop.core.tokens import (
+    prompt_estimate,
+    prompt_floor,
+    tokens_needed,
+    truncated,
+    window_size,
+)
 from safeguard_desktop.core.verdict import Verdict, parse_verdict
 from safeguard_desktop.engine.client import AnswerDelta, Done, OllamaClient, Stats, ThinkingDelta
 from safeguard_desktop.engine.errors import EngineError, InternalError
-from safeguard_desktop.engine.models import list_models
+from safeguard_desktop.engine.models import context_length, list_models
 from safeguard_desktop.store.history import History, HistoryError
 
 __all__ = [
+    "PromptTooLong",
     "ReviewOptions",
     "ReviewResult",
     "Reviewer",
@@ -35,8 +44,37 @@ log = logging.getLogger("safeguard.review")
 NO_HIGHLIGHTS = Highlights((), (), (), ())
 Status = Literal["done", "failed", "cancelled"]
 DeltaCallback = Callable[[str, str], None]  # (kind "thinking" | "answer", text)
-PROGRESS_EVERY_S = 1.0
+# The partial stream is written this often (one write at a time, off the event loop), so a
+# killed process loses at most this much reasoning plus what streamed during one write.
+PROGRESS_EVERY_S = 0.25
 SCHEMA_MIN_VERSION = (0, 12, 4)  # Ollama applies `format` after the thinking phase from here on
+
+
+class PromptTooLong(EngineError):
+    """The policy and content need a larger context window than the model has: nothing is sent,
+    since Ollama would cut the prompt from the front and drop the policy."""
+
+    def __init__(self, *, model: str, effort: str, estimate: int, needed: int, limit: int) -> None:
+        lower = ", or lower the effort" if effort != "low" else ""
+        super().__init__(
+            f"The policy and the content take about {estimate:,} tokens; with room for the "
+            f"model's reasoning at effort {effort} the review needs a {needed:,}-token context "
+            f"window, but {model} holds at most {limit:,} tokens, so it was not sent. Shorten "
+            f"the policy (OpenAI advises under 10,000 tokens) or the content{lower}."
+        )
+        self.estimate, self.needed, self.limit = estimate, needed, limit
+
+
+def truncation_warning(count: int, *, estimate: int, floor: int, num_ctx: int) -> str:
+    if count >= num_ctx:
+        seen = f"the prompt filled the whole {num_ctx:,}-token window ({count:,} tokens)"
+    else:
+        seen = f"Ollama read {count:,} prompt tokens where at least {floor:,} were sent"
+    return (
+        f"The policy may have been truncated: {seen}; the prompt is about {estimate:,} tokens. "
+        "Ollama drops the start of a prompt that does not fit, so the model may not have seen "
+        "the whole policy: check the model's context length on the server and run it again."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +153,13 @@ class ReviewResult:
     request: ChatRequest | None = field(default=None, repr=False)
     highlights: Highlights = field(default_factory=lambda: NO_HIGHLIGHTS, repr=False)
     warnings: list[str] = field(default_factory=list)
-    saved: bool = False  # recorded in the history (see warnings when it was not)
+    saved: bool = False  # recorded in the history (see `unsaved` when it was not)
+    unsaved: str | None = None  # why it is not in the history (also one of the warnings)
+
+    @property
+    def can_save_again(self) -> bool:
+        """Finished, kept out of the history by a storage failure: `Reviewer.save` may take it."""
+        return self.unsaved is not None and not self.saved and self.request is not None
 
     def to_json(self) -> dict[str, Any]:
         """The object `classify --json` prints."""
@@ -136,8 +180,9 @@ class ReviewResult:
         }
         if self.error is not None:
             out["error"] = str(self.error)
-        if self.review_id is not None:
+        if self.review_id is not None and self.saved:
             out["review_id"] = self.review_id
+        out["saved"] = self.saved
         out["warnings"] = list(self.warnings)
         return out
 
@@ -174,6 +219,7 @@ class Reviewer:
         self._server_version: str | None = None
         self._version_checked = False
         self._digests: dict[str, str | None] = {}
+        self._contexts: dict[str, int | None] = {}
 
     async def server_version(self) -> str | None:
         if not self._version_checked:
@@ -196,7 +242,18 @@ class Reviewer:
             self._digests[model] = next((m.digest for m in listed if m.name in names), None)
         return self._digests.get(model)
 
+    async def context_limit(self, model: str) -> int | None:
+        """The model's context length from `/api/show` (cached; None when unknown)."""
+        if model not in self._contexts:
+            try:
+                self._contexts[model] = await context_length(self.client, model)
+            except EngineError as exc:  # e.g. not installed: the chat call says so itself
+                log.debug("context length of %s unknown: %s", model, exc)
+                return None
+        return self._contexts[model]
+
     def build(self, policy: Policy, content: Content, *, schema: bool) -> ChatRequest:
+        """The request with the setting's window; `review` widens it to fit (see core.tokens)."""
         opts = self.options
         effort = opts.effort_for(policy)
         return build_request(
@@ -223,6 +280,9 @@ class Reviewer:
         wanted = wants_schema(policy.output)
         schema = wanted and parsed is not None and parsed >= SCHEMA_MIN_VERSION
         request = self.build(policy, content, schema=schema)
+        estimate = prompt_estimate(request.system, request.user)
+        needed = tokens_needed(estimate, request.think)
+        limit = await self.context_limit(request.model)
         result = ReviewResult(
             status="failed",
             policy=policy,
@@ -231,6 +291,20 @@ class Reviewer:
             effort=request.think,
             request=request,
         )
+        if limit is not None and needed > limit:
+            result.error = PromptTooLong(
+                model=request.model,
+                effort=request.think,
+                estimate=estimate,
+                needed=needed,
+                limit=limit,
+            )
+            return result
+        # The setting is the smallest window; a longer policy or content gets a larger one.
+        request = dataclasses.replace(
+            request, num_ctx=window_size(needed, self.options.num_ctx, limit)
+        )
+        result.request = request
         skipped = None
         if wanted and not schema and version:
             skipped = (
@@ -238,7 +312,6 @@ class Reviewer:
                 "later can), so the model was only asked for JSON; update Ollama for stricter "
                 "answers."
             )
-        unsaved: str | None = None
         if self.history is not None:
             # Provenance first (cached per model), so finishing needs no network call.
             digest = await self.model_digest(request.model)
@@ -247,10 +320,14 @@ class Reviewer:
                     self._start, request, policy, content, version, digest
                 )
             except HistoryError as exc:
-                unsaved = f"This review is not saved in the history: {exc}"
+                result.unsaved = f"This review is not saved in the history: {exc}"
         thinking: list[str] = []
         answer: list[str] = []
-        last_save = time.monotonic()
+        saver = (
+            ProgressSaver(self.history, result.review_id, thinking, answer)
+            if self.history is not None and result.review_id is not None
+            else None
+        )
         try:
             async with contextlib.aclosing(self.client.classify(request)) as events:
                 async for event in events:
@@ -264,23 +341,19 @@ class Reviewer:
                             on_delta("answer", event.text)
                     elif isinstance(event, Done):
                         result.stats = event.stats
-                    if (
-                        result.review_id is not None
-                        and time.monotonic() - last_save >= PROGRESS_EVERY_S
-                    ):
-                        last_save = time.monotonic()
-                        await self._save_progress(result, thinking, answer)
+                    if saver is not None:
+                        saver.offer()
         except EngineError as exc:
             result.error = exc
         except Exception as exc:  # a bug of ours: still record the review before it surfaces
             result.reasoning, result.answer = "".join(thinking), "".join(answer)
             result.error = InternalError(detail=str(exc))
-            await self._finish(result)
+            await self._close(result, saver)
             raise
         except asyncio.CancelledError:
             result.status = "cancelled"
             result.reasoning, result.answer = "".join(thinking), "".join(answer)
-            await asyncio.shield(self._finish(result))
+            await asyncio.shield(self._close(result, saver))
             raise
         result.reasoning, result.answer = "".join(thinking), "".join(answer)
         if result.error is None:
@@ -300,10 +373,64 @@ class Reviewer:
             result.warnings = review_warnings(
                 policy, result.model, result.verdict, schema_skipped=skipped
             )
-        problem = unsaved or await self._finish(result)
+            count = result.stats.prompt_eval_count if result.stats else 0
+            floor = prompt_floor(request.system, request.user)
+            if truncated(count, floor=floor, num_ctx=request.num_ctx):
+                result.warnings.append(
+                    truncation_warning(
+                        count, estimate=estimate, floor=floor, num_ctx=request.num_ctx
+                    )
+                )
+        await self._close(result, saver)
+        if result.unsaved:
+            result.warnings.append(result.unsaved)
+        return result
+
+    async def save(self, result: ReviewResult) -> str | None:
+        """Record a finished review the history could not take (the moderator's "Save again").
+
+        Returns None once it is saved, else the sentence saying why it still is not (it then
+        replaces the old one in `result.warnings`). Database work runs off the event loop.
+        """
+        if result.saved:
+            return None
+        if self.history is None or result.request is None:
+            return "This review cannot be saved: no history is open."
+        request = result.request
+        try:
+            if result.review_id is not None:
+                try:
+                    await asyncio.to_thread(self._record, result)
+                except KeyError:  # the started row is gone (deleted meanwhile): write it anew
+                    result.review_id = None
+                except ValueError:  # already finished there: it is in the history
+                    log.info("review %s was already recorded", result.review_id)
+            if result.review_id is None:
+                digest = self._digests.get(request.model)
+                result.review_id = await asyncio.to_thread(
+                    self._start,
+                    request,
+                    result.policy,
+                    result.content,
+                    self._server_version,
+                    digest,
+                )
+                await asyncio.to_thread(self._record, result)
+        except HistoryError as exc:
+            log.warning("review not saved again: %s", exc)
+            self._set_unsaved(result, f"This review is still not saved in the history: {exc}")
+            return result.unsaved
+        self._set_unsaved(result, None)
+        result.saved = True
+        return None
+
+    @staticmethod
+    def _set_unsaved(result: ReviewResult, problem: str | None) -> None:
+        if result.unsaved in result.warnings:
+            result.warnings.remove(result.unsaved)
+        result.unsaved = problem
         if problem:
             result.warnings.append(problem)
-        return result
 
     def _start(
         self,
@@ -335,38 +462,116 @@ class Reviewer:
             model_digest=digest,
         )
 
-    async def _save_progress(
-        self, result: ReviewResult, thinking: list[str], answer: list[str]
-    ) -> None:
-        """Keep the partial stream; a full disk must not stop the review itself."""
-        assert self.history is not None and result.review_id is not None
-        try:
-            await asyncio.to_thread(
-                self.history.save_progress,
-                result.review_id,
-                reasoning="".join(thinking),
-                answer="".join(answer),
-            )
-        except HistoryError as exc:
-            log.warning("progress of review %s not saved: %s", result.review_id, exc)
+    async def _close(self, result: ReviewResult, saver: ProgressSaver | None) -> None:
+        """Let the last progress write land, then record the outcome (once)."""
+        if saver is not None:
+            await saver.drain()
+        if result.unsaved is None:
+            await self._finish(result)
 
-    async def _finish(self, result: ReviewResult) -> str | None:
-        """Record the outcome; returns a sentence when it could not be (the result stands)."""
+    def _record(self, result: ReviewResult) -> None:
+        """Write the outcome (in a thread). Raises HistoryError, KeyError, ValueError."""
+        assert self.history is not None and result.review_id is not None
+        self.history.finish_review(
+            result.review_id,
+            status=result.status,
+            reasoning=result.reasoning,
+            answer=result.answer,
+            verdict=result.verdict.to_dict() if result.verdict else None,
+            stats=result.stats.to_dict() if result.stats else None,
+            error=str(result.error) if result.error else None,
+        )
+
+    async def _finish(self, result: ReviewResult) -> None:
+        """Record the outcome; when it cannot be, `result.unsaved` says why (the result stands)."""
         if self.history is None or result.review_id is None:
-            return None
+            return
         try:
-            await asyncio.to_thread(
-                self.history.finish_review,
-                result.review_id,
-                status=result.status,
-                reasoning=result.reasoning,
-                answer=result.answer,
-                verdict=result.verdict.to_dict() if result.verdict else None,
-                stats=result.stats.to_dict() if result.stats else None,
-                error=str(result.error) if result.error else None,
-            )
+            await asyncio.to_thread(self._record, result)
         except HistoryError as exc:
             log.warning("review %s not saved: %s", result.review_id, exc)
-            return f"This review is not saved in the history: {exc}"
+            result.unsaved = f"This review is not saved in the history: {exc}"
+            return
         result.saved = True
-        return None
+
+
+class ProgressSaver:
+    """Keeps the partial stream of a running review in the history as it grows.
+
+    A write starts `every` seconds after the previous one started, or as soon as it ends when
+    it took longer; one write at a time, in a thread, so the stream is never held up by the
+    disk. Tokens that arrive between writes are written when the next one is due even if the
+    stream then stalls, so a killed process loses at most `every` seconds of the stream plus
+    the tokens that arrived while the last write was under way. A failed write (full disk)
+    is logged once and the next one is tried.
+    """
+
+    def __init__(
+        self,
+        history: History,
+        review_id: int,
+        thinking: list[str],
+        answer: list[str],
+        every: float = PROGRESS_EVERY_S,
+    ) -> None:
+        self.history = history
+        self.review_id = review_id
+        self.every = every
+        self.failures = 0
+        self._thinking, self._answer = thinking, answer  # the live lists of the stream
+        self._dirty = False
+        self._closed = False
+        self._last = time.monotonic()  # start_review has just written the row
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def offer(self) -> None:
+        """New tokens arrived: write them when the next write is due."""
+        self._dirty = True
+        self._schedule()
+
+    def _busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _schedule(self) -> None:
+        if self._closed or self._timer is not None or self._busy() or not self._dirty:
+            return
+        delay = self._last + self.every - time.monotonic()
+        if delay <= 0:
+            self._start()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def _start(self) -> None:
+        self._dirty = False
+        self._last = time.monotonic()
+        reasoning, text = "".join(self._thinking), "".join(self._answer)
+        self._task = asyncio.ensure_future(asyncio.to_thread(self._write, reasoning, text))
+        self._task.add_done_callback(lambda _task: self._schedule())
+
+    def _write(self, reasoning: str, answer: str) -> None:
+        try:
+            self.history.save_progress(self.review_id, reasoning=reasoning, answer=answer)
+        except HistoryError as exc:
+            self.failures += 1
+            if self.failures == 1:
+                log.warning("progress of review %s not saved: %s", self.review_id, exc)
+
+    async def drain(self) -> None:
+        """Stop writing; wait for the write in flight (a bug in it is logged: the outcome is
+        written next anyway)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await task
+        except Exception:
+            log.exception("progress of review %s not saved", self.review_id)

@@ -6,7 +6,8 @@ reasoning and the content.
 
 Signals:
     running_changed(bool): a review started or ended.
-    review_finished(object): the ReviewResult (or None when cancelled or crashed).
+    review_finished(object): the ReviewResult (or None when cancelled or crashed); again
+        when "Save again" has stored a review the history could not take at first.
     open_requested(): the editor's Open… button was pressed.
 """
 
@@ -33,7 +34,7 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.review import ReviewOptions, ReviewResult
+from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import SingleTask
 from safeguard_desktop.ui.content_editor import ContentEditor
@@ -56,6 +57,8 @@ class ReviewView(QWidget):
         self.ctx = ctx
         self.reveal = reveal
         self._task = SingleTask()
+        self._save_task = SingleTask()
+        self._reviewer: Reviewer | None = None  # the one that ran `last_result`
         self._started = 0.0
         self._tokens = 0
         self._policy_sha: str | None = None
@@ -83,6 +86,8 @@ class ReviewView(QWidget):
         self.effort_picker = QComboBox(self)
         self.effort_picker.setObjectName("effortPicker")
         self.effort_picker.addItems(EFFORTS)
+        self._effort_chosen = False  # True once the moderator picks one for this policy
+        self.effort_picker.activated.connect(self._effort_picked)
         self.effort_picker.setToolTip(
             "Reasoning effort: low is fastest, high thinks longest (Ctrl+E)"
         )
@@ -100,6 +105,7 @@ class ReviewView(QWidget):
         self.editor.open_button.clicked.connect(self.open_requested)
         self.policy_panel.policy_changed.connect(self._policy_changed)
         self.verdict.rule_clicked.connect(self.show_rule)
+        self.verdict.save_requested.connect(self.save_again)
         self.reasoning.span_clicked.connect(self._reasoning_span_clicked)
         self.content_pane.span_clicked.connect(self._content_span_clicked)
         self._progress = QTimer(self)
@@ -190,6 +196,7 @@ class ReviewView(QWidget):
     def cycle_effort(self) -> str:
         index = (self.effort_picker.currentIndex() + 1) % self.effort_picker.count()
         self.effort_picker.setCurrentIndex(index)
+        self._effort_chosen = True
         return self.effort_picker.currentText()
 
     def set_models(self, names: tuple[str, ...]) -> None:
@@ -215,10 +222,11 @@ class ReviewView(QWidget):
             )
 
     def options(self, policy: Policy) -> ReviewOptions:
+        """The picker's effort only when the moderator chose one; else the session decides
+        (the policy's own, else the setting), as the CLI does without --effort."""
+        chosen = self.effort_picker.currentText() if self._effort_chosen else None
         return self.ctx.review_options(
-            source="gui",
-            model=self.model_picker.currentText(),
-            effort=self.effort_picker.currentText(),
+            source="gui", model=self.model_picker.currentText(), effort=chosen
         )
 
     def classify(self) -> None:
@@ -255,11 +263,41 @@ class ReviewView(QWidget):
 
     async def wait_finished(self) -> None:
         await self._task.wait()
+        await self._save_task.wait()
+
+    def save_again(self) -> None:
+        """Store the last review, which the history could not take (e.g. the disk was full)."""
+        result, reviewer = self.last_result, self._reviewer
+        if result is None or reviewer is None or self.running or self._save_task.running:
+            return
+        if not result.can_save_again:
+            return
+        self.verdict.set_saving()
+        self._save_task.start(self._save(reviewer, result), name="save-review")
+
+    async def _save(self, reviewer: Reviewer, result: ReviewResult) -> None:
+        try:
+            problem = await reviewer.save(result)  # SQLite work runs in a thread
+        except Exception as exc:  # a bug: keep the verdict on screen and the button offered
+            log.exception("saving the review again failed")
+            problem = f"The review could not be saved ({exc}). Details are in the log."
+        finally:
+            self._save_task.finished()
+        if result is not self.last_result or self.running:
+            return  # another review took the panel meanwhile
+        if problem is None:
+            self.verdict.set_saved(result.review_id, _notes(result))
+            self.review_finished.emit(result)
+        else:
+            others = [n for n in _notes(result) if n not in (result.unsaved, problem)]
+            self.verdict.set_notes([*others, problem])
+            self.verdict.offer_save()
 
     # --- the review ------------------------------------------------------------------
 
     async def _run(self, policy: Policy, content: Content, options: ReviewOptions) -> None:
         reviewer = self.ctx.reviewer(options)
+        self._reviewer = reviewer
         result: ReviewResult | None = None
         try:
             result = await reviewer.review(policy, content, on_delta=self._on_delta)
@@ -299,9 +337,8 @@ class ReviewView(QWidget):
         self.reasoning.apply_highlights(marks.reasoning, policy)
         self.content_pane.apply_highlights(marks.content)
         if result.error is not None or result.verdict is None:
-            message = str(result.error) if result.error else "The review failed; try again."
             self.verdict.set_failed(
-                message, model=result.model, effort=result.effort, warnings=result.warnings
+                _failure(result), model=result.model, effort=result.effort, warnings=result.warnings
             )
         else:
             self.verdict.set_verdict(
@@ -313,6 +350,8 @@ class ReviewView(QWidget):
                 warnings=result.warnings,
             )
         self.verdict.set_stats(result.stats, self._tokens)
+        if result.can_save_again:
+            self.verdict.offer_save()
 
     # --- linking ---------------------------------------------------------------------
 
@@ -334,11 +373,24 @@ class ReviewView(QWidget):
                 self.reveal.reveal()
             self.reasoning.select_range(quote.start, quote.end)
 
+    def _effort_picked(self, _index: int) -> None:
+        self._effort_chosen = True
+
     def _policy_changed(self, policy: Policy | None) -> None:
         if policy is None or policy.sha256 == self._policy_sha:
             return
-        first = self._policy_sha is None
         self._policy_sha = policy.sha256
-        if first or policy.effort:
-            effort = policy.effort or str(self.ctx.settings["effort"])
-            self.effort_picker.setCurrentText(effort)
+        # Show the effort a review of this policy will use; a choice made for the previous
+        # policy does not carry over.
+        self._effort_chosen = False
+        self.effort_picker.setCurrentText(self.ctx.review_options(source="gui").effort_for(policy))
+
+
+def _failure(result: ReviewResult) -> str:
+    return str(result.error) if result.error else "The review failed; try again."
+
+
+def _notes(result: ReviewResult) -> list[str]:
+    """The sentences under the badge: a failure's message first, then the warnings."""
+    failed = result.error is not None or result.verdict is None
+    return [_failure(result), *result.warnings] if failed else list(result.warnings)

@@ -5,6 +5,7 @@ Qt.PlainText), never interpreted as HTML.
 
 Signals:
     rule_clicked(str): a rule chip was clicked.
+    save_requested(): "Save again" was clicked (a review the history could not take).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from safeguard_desktop.qt import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QSizePolicy,
     Qt,
     QToolButton,
@@ -68,6 +70,7 @@ def stats_text(stats: Stats | None, tokens: int = 0) -> str:
 
 class VerdictPanel(QFrame):
     rule_clicked = Signal(str)
+    save_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -90,6 +93,12 @@ class VerdictPanel(QFrame):
         self.answer = plain_label(self, "verdictAnswer")
         self.answer.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.stats = plain_label(self, "verdictStats")
+        self.save_button = QPushButton("Save again", self)
+        self.save_button.setObjectName("saveAgainButton")
+        self.save_button.setToolTip(
+            "Store this review in the history now (free disk space first if it was full)"
+        )
+        self.save_button.clicked.connect(self.save_requested)
 
         head = QVBoxLayout()
         head.setSpacing(4)
@@ -108,6 +117,10 @@ class VerdictPanel(QFrame):
         layout.addLayout(top)
         layout.addWidget(self.rationale)
         layout.addWidget(self.problem)
+        save_row = QHBoxLayout()
+        save_row.addWidget(self.save_button)
+        save_row.addStretch(1)
+        layout.addLayout(save_row)
         layout.addWidget(self.answer)
         layout.addWidget(self.stats)
         self.clear()
@@ -136,6 +149,7 @@ class VerdictPanel(QFrame):
             label.clear()
             label.hide()
         self.set_chips(())
+        self.save_button.hide()
 
     def clear(self) -> None:
         self._reset_fields()
@@ -196,6 +210,31 @@ class VerdictPanel(QFrame):
         self._show(self.problem, "You cancelled the review; the partial reasoning is kept below.")
         if model:
             self._show(self.meta, f"{model} · effort {effort}")
+
+    def offer_save(self) -> None:
+        """The review is not in the history: show "Save again" (the notes say why)."""
+        self.save_button.setText("Save again")
+        self.save_button.setEnabled(True)
+        self.save_button.show()
+
+    def set_saving(self) -> None:
+        self.save_button.setText("Saving…")
+        self.save_button.setEnabled(False)
+
+    def set_saved(self, review_id: int | None, notes: Sequence[str]) -> None:
+        """Save again worked: drop the button, say where the review is now."""
+        self.save_button.hide()
+        self.set_notes(notes)
+        if review_id is not None:
+            self._show(self.meta, f"{self.meta.text()} · saved as review #{review_id}")
+
+    def set_notes(self, notes: Sequence[str]) -> None:
+        """Replace the sentences shown under the verdict (warnings, why it is not saved)."""
+        if notes:
+            self._show(self.problem, "\n".join(notes))
+        else:
+            self.problem.clear()
+            self.problem.hide()
 
     def set_stats(self, stats: Stats | None, tokens: int = 0) -> None:
         text = stats_text(stats, tokens)

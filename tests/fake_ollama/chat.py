@@ -15,6 +15,7 @@ from .server import Scenario, parse_keep_alive
 from .slots import MAX_QUEUE_ERROR, QueueFull, Stopped
 
 MAX_BATCH = 256
+NUM_KEEP = 4  # tokens a runner keeps at the start when it cuts a prompt (Ollama's numKeep)
 THINK_LEVELS = ("high", "medium", "low")
 # Models whose chat template is gpt-oss's "harmony" format (Ollama: shouldUseHarmony).
 HARMONY_FAMILIES = frozenset({"gptoss"})
@@ -104,6 +105,38 @@ def handle_generate(h: Handler, body: dict[str, Any]) -> None:
     _handle(h, body, "generate", messages if prompt else [])
 
 
+def context_window(fake: Any, entry: ModelEntry, num_ctx: Any) -> int:
+    """The window a request gets: its num_ctx (else the server default), at most the model's
+    trained context (Ollama: "requested context size too large for model" -> capped)."""
+    ctx = num_ctx if isinstance(num_ctx, int) and num_ctx > 0 else fake.context_length
+    return min(ctx, entry.context_length) if entry.context_length else ctx
+
+
+def cut_from_front(messages: list[dict[str, Any]], window: int) -> list[dict[str, Any]]:
+    """What the model sees of a prompt longer than its window, as Ollama's runner cuts it.
+
+    Ollama keeps every message (the system one too) in the rendered prompt, then the runner
+    keeps the first NUM_KEEP tokens and the last `window - NUM_KEEP`: the start of the first
+    message, the policy, is what goes. prompt_eval_count is then `window`.
+    """
+    counts = [count_tokens(str(m.get("content") or "")) for m in messages]
+    drop = sum(counts) - window
+    if drop <= 0:
+        return messages
+    out = []
+    kept_head = False
+    for message, count in zip(messages, counts, strict=True):
+        text = str(message.get("content") or "")
+        if drop > 0:
+            head = "" if kept_head else text[: NUM_KEEP * 4]
+            kept_head = True
+            cut = min(count, drop)
+            drop -= cut
+            text = head + text[len(head) + cut * 4 :]
+        out.append({**message, "content": text})
+    return out
+
+
 def _line(kind: str, model: str, field: str, text: str, done: bool) -> dict[str, Any]:
     if kind == "chat":
         message = {"role": "assistant", "content": "" if field == "thinking" else text}
@@ -188,8 +221,10 @@ def _run(
 ) -> None:
     fake = h.fake
     options = body.get("options") if isinstance(body.get("options"), dict) else {}
+    window = context_window(fake, entry, (options or {}).get("num_ctx"))
+    messages = cut_from_front(messages, window)
     load_start = time.monotonic()
-    fresh = fake.load(entry, body.get("keep_alive"), (options or {}).get("num_ctx"))
+    fresh = fake.load(entry, body.get("keep_alive"), window)
     if fresh and fake.load_seconds > 0 and fake.stopping.wait(fake.load_seconds):
         h.drop()
     load_ns = int((time.monotonic() - load_start) * 1e9)
@@ -230,12 +265,18 @@ def _run(
         failure, cut, error_message = "error", sum(f == "thinking" for f, _ in tokens), format_error
     limit = min(len(tokens), max(0, cut))
     rate = max(float(fake.token_rate), 1e-3)
-    prompt_count = sum(count_tokens(str(m.get("content") or "")) for m in messages)
+    prompt_count = min(window, sum(count_tokens(str(m.get("content") or "")) for m in messages))
 
     stream = body.get("stream") is not False
     # Ollama writes the 200 status with its first line: a failure before any line is a plain
     # HTTP error (streamResponse: 500 JSON) or a connection closed without a response.
     streaming = stream and (limit > 0 or failure is None)
+    stall_after = scenario.stall_after if scenario is not None else None
+    if stream and stall_after is not None:
+        h.start_stream()
+        _paced(h, kind, name, tokens[:stall_after], rate)
+        fake.stopping.wait()
+        h.drop()
     if streaming:
         h.start_stream()
         _paced(h, kind, name, tokens[:limit], rate)

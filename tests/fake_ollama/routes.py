@@ -147,6 +147,8 @@ def handle_show(h: Handler, body: dict[str, Any]) -> None:
                 f"{entry.family}.context_length": entry.context_length,
                 f"{entry.family}.embedding_length": 2880,
                 f"{entry.family}.block_count": 24,
+                # gpt-oss's GGUF also holds its pre-YaRN length, which is not its window.
+                f"{entry.family}.rope.scaling.original_context_length": 4096,
             },
             "capabilities": list(entry.capabilities),
             "modified_at": entry.modified_at,

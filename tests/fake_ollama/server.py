@@ -44,6 +44,9 @@ class Scenario:
     status: int | None = None
     first_token_delay: float = 0.0
     hang: bool = False
+    # Stream this many tokens, then send nothing more until the server stops (a model that
+    # stalls mid-answer, or a client killed mid-stream: the partial stream is all there is).
+    stall_after: int | None = None
 
 
 @dataclass(frozen=True)
