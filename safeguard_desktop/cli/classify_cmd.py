@@ -14,7 +14,13 @@ from safeguard_desktop.cli.common import (
     print_json,
 )
 from safeguard_desktop.cli.terminal import safe_terminal, styled
-from safeguard_desktop.core.content import KINDS, Content, ContentError
+from safeguard_desktop.core.content import (
+    KINDS,
+    Content,
+    ContentError,
+    first_surrogate,
+    visible_surrogates,
+)
 from safeguard_desktop.core.importers import import_file, parse_bytes
 from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
 from safeguard_desktop.core.prompt import MIN_NUM_CTX, RequestError
@@ -46,7 +52,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=EFFORTS,
         help="reasoning effort (default: the policy's, else the setting)",
     )
-    p.add_argument("--model", help="model name (default: the setting, gpt-oss-safeguard:20b)")
+    p.add_argument(
+        "--model",
+        type=model_name,
+        help="model name (default: the setting, gpt-oss-safeguard:20b)",
+    )
     p.add_argument("--num-ctx", type=context_size, help="context window in tokens (>= 2048)")
     add_host_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -64,12 +74,43 @@ def context_size(text: str) -> int:
     return value
 
 
+def model_name(text: str) -> str:
+    if first_surrogate(text) is not None:
+        raise argparse.ArgumentTypeError(
+            f"'{visible_surrogates(text)}' is not UTF-8 text; type the model name again "
+            "(`safeguard-desktop models list` shows them)"
+        )
+    return text
+
+
+def _undecodable(text: str, option: str) -> CliError | None:
+    """Why an argument cannot be read as text: Python keeps each byte that is not UTF-8 as a
+    lone surrogate (U+DC80-U+DCFF); other lone surrogates come from callers in-process."""
+    index = first_surrogate(text)
+    if index is None:
+        return None
+    code = ord(text[index])
+    if 0xDC80 <= code <= 0xDCFF:
+        return CliError(
+            f"{option} holds bytes that are not UTF-8 (\\x{code - 0xDC00:02x} at character "
+            f"{index + 1}); set the terminal to UTF-8, or save the content to a file and use "
+            "--file."
+        )
+    return CliError(
+        f"{option} holds an invalid character (\\u{code:04x}, a lone surrogate) at character "
+        f"{index + 1}; remove it and try again."
+    )
+
+
 def read_content(args: argparse.Namespace, max_bytes: int) -> Content:
     kind = args.kind
     items: list[Content]
     try:
         if args.text is not None and not args.text.strip():
             raise CliError("The text is empty: give the content to classify with --text.")
+        problem = _undecodable(args.text, "--text") if args.text is not None else None
+        if problem is not None:
+            raise problem
         if args.text is not None:
             items = parse_bytes(args.text.encode("utf-8"), "text.txt", kind=kind or "message")
         elif args.file:
@@ -193,5 +234,5 @@ def _summary(result: ReviewResult) -> None:
         bits.append(f"total {s.wall_s:.2f} s")
         bits.append(f"prompt {s.prompt_eval_count} tokens")
         print("Stats: " + " · ".join(bits))
-    if result.review_id is not None:
+    if result.saved and result.review_id is not None:
         print(f"Saved as review #{result.review_id}.")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from safeguard_desktop.cli.classify_cmd import model_name
 from safeguard_desktop.cli.common import (
     EXIT_ENGINE,
     EXIT_USAGE,
@@ -18,7 +20,7 @@ from safeguard_desktop.cli.common import (
     print_json,
 )
 from safeguard_desktop.cli.progress import ProgressPrinter, human_bytes
-from safeguard_desktop.cli.terminal import safe_terminal
+from safeguard_desktop.cli.terminal import redrawing, safe_terminal
 from safeguard_desktop.services.models_service import (
     RESTART_HINT,
     BundleError,
@@ -46,15 +48,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     action("list", "installed models").add_argument("--json", action="store_true")
     action("ps", "models loaded in memory").add_argument("--json", action="store_true")
-    action("pull", "download a model (resumes an interrupted download)").add_argument("name")
-    action("rm", "delete a model").add_argument("name")
+    action("pull", "download a model (resumes an interrupted download)").add_argument(
+        "name", type=model_name
+    )
+    action("rm", "delete a model").add_argument("name", type=model_name)
     imp = action("import", "create a model from a local GGUF file (offline)")
     imp.add_argument("gguf", help="path of the .gguf file")
-    imp.add_argument("--name", required=True, help="name of the new model, e.g. my-model:latest")
+    imp.add_argument(
+        "--name", required=True, type=model_name, help="name of the new model, e.g. my-model:latest"
+    )
     exp = action(
         "export", "write a model and its blobs to one .tar for another machine", host=False
     )
-    exp.add_argument("name")
+    exp.add_argument("name", type=model_name)
     exp.add_argument("file", help="the bundle to write (.tar)")
     exp.add_argument(
         "--models-dir",
@@ -63,10 +69,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bun = action("import-bundle", "verify and install a bundle made by `models export`", host=False)
     bun.add_argument("file")
     bun.add_argument("--models-dir", help="Ollama's models folder to install into")
-    action("warm", "load a model now so the first review does not wait").add_argument("name")
-    action("unload", "free a model's memory now").add_argument("name")
+    action("warm", "load a model now so the first review does not wait").add_argument(
+        "name", type=model_name
+    )
+    action("unload", "free a model's memory now").add_argument("name", type=model_name)
     show = action("show", "details and capabilities of a model")
-    show.add_argument("name")
+    show.add_argument("name", type=model_name)
     show.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -153,7 +161,7 @@ async def _check_capabilities(service: ModelsService, name: str) -> None:
 
 
 async def _pull(service: ModelsService, args: argparse.Namespace) -> int:
-    printer = ProgressPrinter()
+    printer = ProgressPrinter(redrawing())
     try:
         result = await service.pull(args.name, printer)
     finally:
@@ -169,8 +177,29 @@ async def _rm(service: ModelsService, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _regular_file(path: str, what: str) -> Path:
+    """The file to read, refused before it is opened when it is a folder, pipe, device or
+    socket: opening a FIFO waits for a writer that never comes."""
+    file = Path(path).expanduser()
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise CliError(f"{file} does not exist; check the path.") from None
+    except OSError as exc:
+        raise CliError(f"{file} cannot be read ({exc.strerror or exc}).") from None
+    if stat.S_ISDIR(mode):
+        raise CliError(f"{file} is a folder; give the {what} inside it.")
+    if not stat.S_ISREG(mode):
+        raise CliError(
+            f"{file} is not a regular file (a pipe, device or socket); copy the {what} to a "
+            "file and import that."
+        )
+    return file
+
+
 async def _import(service: ModelsService, args: argparse.Namespace) -> int:
-    printer = ProgressPrinter()
+    _regular_file(args.gguf, ".gguf file")
+    printer = ProgressPrinter(redrawing())
     try:
         result = await service.import_gguf(Path(args.gguf), args.name, printer)
     finally:
@@ -185,7 +214,7 @@ async def _import(service: ModelsService, args: argparse.Namespace) -> int:
 
 
 async def _export(service: ModelsService, args: argparse.Namespace) -> int:
-    printer = ProgressPrinter()
+    printer = ProgressPrinter(redrawing())
     try:
         result = await service.export_bundle(
             args.name, Path(args.file), models_dir=args.models_dir, on_progress=printer
@@ -200,7 +229,8 @@ async def _export(service: ModelsService, args: argparse.Namespace) -> int:
 
 
 async def _import_bundle(service: ModelsService, args: argparse.Namespace) -> int:
-    printer = ProgressPrinter()
+    _regular_file(args.file, "bundle (.tar)")
+    printer = ProgressPrinter(redrawing())
     try:
         result = await service.import_bundle(
             Path(args.file), models_dir=args.models_dir, on_progress=printer

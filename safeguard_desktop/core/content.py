@@ -160,6 +160,76 @@ def content_from_dict(d: Mapping[str, object]) -> Content:
     )
 
 
+# --- text no file or database can hold ---------------------------------------------------
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_MAX_DIGITS = 4300  # Python's default limit on converting digits to an int
+
+
+def visible_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate written as a visible ``\\udXXX`` escape."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def first_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate (a JSON escape such as ``\\ud800``, or an undecodable
+    byte of a command-line argument): no UTF-8 file or database can hold it."""
+    match = _SURROGATE.search(text)
+    return match.start() if match else None
+
+
+def check_unicode(item: Content, where: str) -> Content:
+    """``item`` as is, or a ContentError naming the first field holding a lone surrogate."""
+    fields: list[tuple[str, str | None]] = [
+        ("text", item.text),
+        ("prompt", item.prompt),
+        ("completion", item.completion),
+        ("id", item.ref),
+    ]
+    for number, turn in enumerate(item.turns, start=1):
+        fields += [(f"message {number} role", turn.role), (f"message {number}", turn.content)]
+    for field, value in fields:
+        text = value or ""
+        index = first_surrogate(text)
+        if index is not None:
+            char = visible_surrogates(text[index])
+            raise ContentError(
+                f"{where} holds an invalid character ({char}, a lone surrogate) in its {field}; "
+                "fix or remove that escape and try again."
+            )
+    return item
+
+
+def loads_json(text: str, where: str) -> object:
+    """``json.loads`` where input too deep or a number too long to read is a one-line
+    ContentError naming ``where``; a syntax error stays a ``json.JSONDecodeError``."""
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except RecursionError:
+        raise ContentError(
+            f"{where} nests lists or objects too deeply to read; keep the JSON to a few "
+            'levels, like a list of {"text": ...} objects, or save the content as .txt.'
+        ) from None
+    except _NumberTooLong as exc:
+        raise ContentError(
+            f"{where} holds a number of {exc.digits:,} digits, too long to read (the limit is "
+            f"{_MAX_DIGITS:,}); put it in quotes as text or remove it."
+        ) from None
+
+
+class _NumberTooLong(ValueError):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _json_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_DIGITS:
+        raise _NumberTooLong(digits)
+    return int(text)
+
+
 # --- pasted text -------------------------------------------------------------------------
 
 _ROLE_ALIASES = {
@@ -273,7 +343,7 @@ def _chat_from_text(text: str) -> Content:
     stripped = text.strip()
     if stripped[:1] in "[{":
         try:
-            value = json.loads(stripped)
+            value = loads_json(stripped, "The pasted JSON")
         except json.JSONDecodeError:
             value = None  # "[12:01] alice: hi" also starts with "["
         if isinstance(value, dict) and "messages" in value:
@@ -330,12 +400,19 @@ def from_text(text: str, kind: Kind = "message") -> Content:
     """Content from pasted text: a message as is, a parsed chat, or a split prompt/completion."""
     if not text.strip():
         raise ContentError("The content is empty; paste or type the text to classify.")
+    index = first_surrogate(text)
+    if index is not None:
+        raise ContentError(
+            f"The content holds an invalid character ({visible_surrogates(text[index])}, a lone "
+            f"surrogate) at character {index + 1}; remove it, or fix the escape that wrote it, "
+            "and try again."
+        )
     if kind == "message":
         return Content(kind="message", text=text)
     # Structure is parsed from lines, so a pasted "\r\n" must not leave "\r" in the turns.
     normalised = text.replace("\r\n", "\n").replace("\r", "\n")
     if kind == "chat":
-        return _chat_from_text(normalised)
+        return check_unicode(_chat_from_text(normalised), "The pasted JSON")
     if kind == "completion":
         return _completion_from_text(normalised)
     raise ContentError(f"Unknown content kind {kind!r}; use one of {', '.join(KINDS)}.")

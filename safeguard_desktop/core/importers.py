@@ -26,9 +26,12 @@ from safeguard_desktop.core.content import (
     Content,
     ContentError,
     Kind,
+    check_unicode,
     from_text,
     judged_from,
+    loads_json,
     turns_from_messages,
+    visible_surrogates,
 )
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -56,6 +59,8 @@ _TEXT_KEYS = ("text", "content", "message", "body", "prompt")
 _ANSWER_KEYS = ("completion", "response")
 _REF_KEYS = ("id", "ref")
 _FORMATS = ".txt, .md, .json, .jsonl, .csv or .eml"
+# Every extension with an importer of its own (any other name is read as UTF-8 text).
+EXTENSIONS = (".txt", ".md", ".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".eml")
 
 
 def import_file(
@@ -99,10 +104,21 @@ def parse_bytes(
     max_bytes: int = MAX_BYTES,
     csv_text_column: str | None = None,
 ) -> list[Content]:
-    """Items from a file's bytes, by the extension of ``name`` (unknown: UTF-8 text)."""
+    """Items from a file's bytes, by the extension of ``name`` (unknown: UTF-8 text).
+
+    No item holds text a UTF-8 file or the history cannot store (a lone surrogate).
+    """
     if kind is not None and kind not in KINDS:
         raise ContentError(f"Unknown content kind {kind!r}; use one of {', '.join(KINDS)}.")
-    name = Path(name).name
+    # A name from the command line may carry undecodable bytes (as lone surrogates).
+    name = visible_surrogates(Path(name).name)
+    items = _parse(data, name, kind, max_bytes, csv_text_column)
+    return [check_unicode(item, item.source or name) for item in items]
+
+
+def _parse(
+    data: bytes, name: str, kind: Kind | None, max_bytes: int, csv_text_column: str | None
+) -> list[Content]:
     _check_size(len(data), name, max_bytes)
     if not data.strip():
         raise ContentError(f"{name} is empty; choose a file that holds the content to classify.")
@@ -190,7 +206,7 @@ def _parse_text(text: str, kind: Kind, where: str) -> Content:
 
 def _from_json(text: str, name: str, kind: Kind | None) -> list[Content]:
     try:
-        value = json.loads(text)
+        value = loads_json(text, name)
     except json.JSONDecodeError as e:
         raise ContentError(
             f"{name} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
@@ -217,7 +233,7 @@ def _from_jsonl(text: str, name: str, kind: Kind | None) -> list[Content]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = loads_json(line, f"{name} line {number}")
         except json.JSONDecodeError as e:
             raise ContentError(
                 f"{name} line {number} is not valid JSON (column {e.colno}: {e.msg}); "
@@ -266,7 +282,7 @@ def _item_from_object(obj: Mapping[str, object], where: str, kind: Kind | None) 
         return Content(kind="completion", prompt=prompt, completion=completion, ref=ref_text)
     fields = [(k, v) for k in _TEXT_KEYS if isinstance(v := obj.get(k), str)]
     if not fields:
-        found = ", ".join(str(k) for k in obj) or "none"
+        found = ", ".join(visible_surrogates(str(k)) for k in obj) or "none"
         raise ContentError(
             f"{where} has no usable field (found: {found}); give it 'text', 'messages' "
             "or 'prompt' and 'completion'."

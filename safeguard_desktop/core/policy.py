@@ -158,12 +158,14 @@ def _decode(data: bytes, source: Path | None) -> str:
             path=source,
         )
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PolicyError(
             f"{name} is not valid UTF-8 (bad byte at offset {exc.start}); save it as UTF-8 text.",
             path=source,
         ) from exc
+    # Old Mac files end lines with a bare CR: read them as lines (CRLF stays as it is).
+    return re.sub(r"\r(?!\n)", "\n", text)
 
 
 def _split_front_matter(text: str, source: Path | None) -> tuple[dict[str, Any], int, int]:

@@ -3,8 +3,9 @@
 The model follows a policy's output instruction only loosely: a bare ``0``/``1``,
 JSON (alone, fenced or inside prose), the policy's own label words, or plain
 phrases such as "does not violate". Anything else becomes an explicit
-*unparsed* verdict, and a run cut at the context limit an *incomplete* one, so
-a moderator never sees a guess. The raw answer is always kept.
+*unparsed* verdict, and a run cut at the context limit (or a JSON answer cut off
+before its end) an *incomplete* one, so a moderator never sees a guess. Two answers
+that disagree are unparsed, both quoted in the problem. The raw answer is always kept.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from safeguard_desktop.core.vocabulary import (
     CONFIDENCE_WORDS,
@@ -42,6 +43,13 @@ JSON_PROBLEM = (
     "state the output format in the policy and run it again."
 )
 CONTRADICTION_PROBLEM = "The answer says both {0} and {1}; read the reasoning and decide by hand."
+CUT_OFF_PROBLEM = (
+    "The JSON answer is cut off before its end, so it is no verdict; run the review again."
+)
+TWO_ANSWERS_PROBLEM = (
+    "The answer holds two answers that disagree, {0} and {1}; "
+    "read the reasoning and decide by hand."
+)
 STORED_PROBLEM = "The stored answer could not be read as a verdict; run the review again."
 
 
@@ -125,7 +133,10 @@ def _confidence(value: object) -> str | None:
         return None
     number: float | None = None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int of hundreds of digits
+            return None
     elif isinstance(value, str):
         text = value.strip().strip(".").strip()
         match = re.fullmatch(r"(\d{1,3}(?:\.\d+)?|\.\d+)\s*(%?)", text)
@@ -179,6 +190,7 @@ _CATEGORY_KEYS = ("policy_category", "category", "categories", "violation_catego
 _RULE_KEYS = ("rule_ids", "rules", "rule_id", "rule", "violated_rules", "rules_violated")
 _CONFIDENCE_KEYS = ("confidence", "confidence_level", "certainty")
 _RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justification")
+_DECISION_KEYS = _PRIMARY_KEYS + _SECONDARY_KEYS
 _MAX_CANDIDATES = 64
 
 
@@ -202,11 +214,26 @@ def _brace_spans(text: str, strings: bool) -> list[tuple[int, int]]:
     return spans
 
 
+class _Object(dict[str, object]):
+    """A JSON object that remembers every value of a key given more than once."""
+
+    repeated: dict[str, list[object]]
+
+
+def _pairs(pairs: list[tuple[str, object]]) -> _Object:
+    obj = _Object(pairs)
+    obj.repeated = {}
+    for key, value in pairs:
+        obj.repeated.setdefault(key, []).append(value)
+    obj.repeated = {k: v for k, v in obj.repeated.items() if len(v) > 1}
+    return obj
+
+
 def _load_object(text: str) -> dict[str, object] | None:
     """json first, then the usual slips: trailing commas, Python-style quotes."""
     for attempt in (text, _TRAILING_COMMA.sub(r"\1", text)):
         try:
-            value = json.loads(attempt)
+            value = json.loads(attempt, object_pairs_hook=_pairs)
         except (ValueError, RecursionError):
             continue
         return value if isinstance(value, dict) else None
@@ -221,23 +248,75 @@ def _load_object(text: str) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-def _find_json(text: str) -> dict[str, object] | None:
-    """The first {...} in the answer that parses and carries a decision key.
+@dataclass(frozen=True)
+class _JsonAnswer:
+    obj: dict[str, object]  # keys stripped and lower-cased
+    start: int
+    end: int
+    quote: str  # how the problem shows it
 
-    An object without one gives ``{}``: the model answered in JSON but left the
-    decision out, which no other reading of the text should paper over.
+
+def _find_json(text: str) -> list[_JsonAnswer] | None:
+    """Every {...} in the answer that parses and carries a decision key, outermost only.
+
+    An object that gives a decision key twice counts once per value. When objects
+    parse but none has a decision key, one empty answer: the model answered in JSON
+    but left the decision out, which no other reading of the text should paper over.
+    None: the answer holds no JSON object.
     """
     spans = sorted(set(_brace_spans(text, True)) | set(_brace_spans(text, False)))
-    found: dict[str, object] | None = None
+    found: list[_JsonAnswer] = []
+    parsed = False
     for start, end in spans[:_MAX_CANDIDATES]:
+        if any(a.start <= start and end <= a.end for a in found):
+            continue  # inside an answer already taken
         obj = _load_object(text[start:end])
         if not obj:
             continue
+        parsed = True
         keyed = {str(k).strip().lower(): v for k, v in obj.items()}
-        if any(k in keyed for k in _PRIMARY_KEYS + _SECONDARY_KEYS):
-            return keyed
-        found = {}
-    return found
+        if not any(k in keyed for k in _DECISION_KEYS):
+            continue
+        found.append(_JsonAnswer(keyed, start, end, _quote(text[start:end])))
+        for key, values in getattr(obj, "repeated", {}).items():
+            name = str(key).strip().lower()
+            for value in values[:-1] if name in _DECISION_KEYS else ():  # json kept the last
+                shown = f"{json.dumps(key)}: {json.dumps(value, default=str)}"
+                found.append(_JsonAnswer({**keyed, name: value}, start, end, _quote(shown)))
+    if not found and parsed:
+        return [_JsonAnswer({}, 0, 0, "")]
+    return found or None
+
+
+def _quote(text: str, limit: int = 120) -> str:
+    """One line of an answer for a problem sentence."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _cut_off(text: str) -> bool:
+    """Whether the answer ends inside a JSON object it opened, e.g. '{"violation": 1, "rat'.
+
+    Braces in prose do not count unless a key (or nothing) follows them.
+    """
+    stack: list[int] = []
+    in_string = False
+    for match in _BRACE_TOKEN.finditer(text):
+        token = match.group()
+        if token[0] == "\\":
+            continue
+        if in_string:
+            in_string = token != '"'
+        elif token == '"':
+            in_string = bool(stack)
+        elif token == "{":
+            stack.append(match.start())
+        elif stack:
+            stack.pop()
+    return any(_OPENS_OBJECT.match(text, start + 1) for start in stack)
+
+
+_OPENS_OBJECT = re.compile(r"""\s*(?:["']|$)""")
 
 
 def _first(obj: Mapping[str, object], keys: Sequence[str]) -> object:
@@ -291,6 +370,61 @@ def _from_json(
         confidence=_confidence(_first(obj, _CONFIDENCE_KEYS)),
         rationale=_as_text(_first(obj, _RATIONALE_KEYS)),
         raw=raw,
+    )
+
+
+def _from_answers(
+    answers: Sequence[_JsonAnswer],
+    text: str,
+    raw: str,
+    labels: tuple[str, str] | None,
+    escalate: Sequence[str],
+) -> Verdict:
+    """The first JSON answer, unless another answer in the output decides the other way."""
+    first, verdict = answers[0], _from_json(answers[0].obj, raw, labels, escalate)
+    if verdict.violation is None:
+        return verdict
+    for other in answers[1:]:
+        decided = _from_json(other.obj, raw, labels, escalate).violation
+        if decided is not None and decided != verdict.violation:
+            return _unparsed(raw, TWO_ANSWERS_PROBLEM.format(first.quote, other.quote))
+    # A "0"/"1" line or "Answer: ..." outside the JSON is an answer too.
+    outside = list(text)
+    for answer in answers:
+        outside[answer.start : answer.end] = [
+            c if c == "\n" else " " for c in text[answer.start : answer.end]
+        ]
+    rest = "".join(outside)
+    said = _from_digits(rest) if rest.strip() else None
+    if isinstance(said, str):
+        return _unparsed(raw, said)
+    if said is not None and said[0] != verdict.violation:
+        lines = rest.splitlines(keepends=True)
+        index = said[1] or 0
+        both = [first.quote, _quote(lines[index])]
+        if len("".join(lines[:index])) < first.start:  # in the order the model wrote them
+            both.reverse()
+        return _unparsed(raw, TWO_ANSWERS_PROBLEM.format(*both))
+    return verdict
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _scrub(verdict: Verdict) -> Verdict:
+    """No lone surrogate (a JSON escape such as \\ud800) in the fields that are stored and
+    shown: each becomes U+FFFD. ``raw`` stays the answer as given."""
+
+    def clean(value: str | None) -> str | None:
+        return None if value is None else _SURROGATE.sub("\ufffd", value)
+
+    return replace(
+        verdict,
+        category=clean(verdict.category),
+        rule_ids=tuple(clean(r) or "" for r in verdict.rule_ids),
+        confidence=clean(verdict.confidence),
+        rationale=clean(verdict.rationale),
+        problem=clean(verdict.problem),
     )
 
 
@@ -398,9 +532,15 @@ def parse_verdict(
     if not text:
         return _unparsed(raw, EMPTY_PROBLEM)
 
-    obj = _find_json(text)
-    if obj is not None:
-        return _from_json(obj, raw, labels, escalate)
+    return _scrub(_read(text, raw, labels, escalate))
+
+
+def _read(text: str, raw: str, labels: tuple[str, str] | None, escalate: Sequence[str]) -> Verdict:
+    if _cut_off(text):
+        return Verdict(label="incomplete", violation=None, raw=raw, problem=CUT_OFF_PROBLEM)
+    answers = _find_json(text)
+    if answers is not None:
+        return _from_answers(answers, text, raw, labels, escalate)
 
     digits = _from_digits(text)
     if isinstance(digits, str):

@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 INDEX = "bundle.json"
 PIECE = 1024 * 1024
 MAX_SMALL = 1024 * 1024  # bundle.json and manifests are small JSON files
+MAX_BLOB = 2**42  # 4 TiB: ten times the largest model file there is
 DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 BLOB_ENTRY = re.compile(r"^blobs/sha256-([0-9a-f]{64})$")
 COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]*$")
@@ -92,7 +93,7 @@ class BundleIndex:
             )
         try:
             manifest = str(data["manifest"])
-            blobs = tuple(BundleBlob(str(b["digest"]), int(b["size"])) for b in data["blobs"])
+            blobs = tuple(BundleBlob(str(b["digest"]), blob_size(b["size"])) for b in data["blobs"])
             index = cls(
                 name=str(data["name"]),
                 manifest=manifest,
@@ -101,10 +102,15 @@ class BundleIndex:
                 created_at=str(data.get("created_at") or ""),
                 app_version=str(data.get("app_version") or ""),
             )
+        except _BadSize as exc:
+            raise BundleError(
+                f"The bundle's index gives a blob the impossible size {exc.shown}; "
+                "make the bundle again."
+            ) from None
         except (KeyError, TypeError, ValueError):
             raise BundleError("The bundle's index is damaged; make the bundle again.") from None
         check_manifest_path(manifest)
-        if any(not DIGEST.match(b.digest) or b.size < 0 for b in blobs):
+        if any(not DIGEST.match(b.digest) for b in blobs):
             raise BundleError("The bundle's index lists an invalid blob; make the bundle again.")
         if len({b.digest for b in blobs}) != len(blobs):
             raise BundleError("The bundle's index lists a blob twice; make the bundle again.")
@@ -118,6 +124,26 @@ class BundleResult:
     blobs: int
     total: int  # bytes
     skipped: int = 0  # blobs the models folder already had
+
+
+class _BadSize(ValueError):
+    def __init__(self, value: object) -> None:
+        super().__init__(value)
+        try:
+            shown = json.dumps(value)  # as the bundle wrote it: 1e309 reads back as Infinity
+        except (TypeError, ValueError):
+            shown = repr(value)
+        self.shown = shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def blob_size(value: object) -> int:
+    """A blob size from untrusted JSON: a whole number of bytes from 0 to MAX_BLOB.
+
+    `1e309` (infinity), `1.5`, `"12"`, `true` or 10**30 are refused, never converted.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BLOB:
+        raise _BadSize(value)
+    return value
 
 
 # -- names and paths -----------------------------------------------------------------------------
@@ -155,20 +181,31 @@ def blob_entry(digest: str) -> str:
     return "blobs/" + digest.replace(":", "-", 1)
 
 
-def read_manifest_digests(data: bytes) -> list[BundleBlob]:
-    """The config and layer digests (with sizes) a manifest references, in order."""
+def read_manifest_digests(data: bytes, fix: str = "re-pull the model") -> list[BundleBlob]:
+    """The config and layer digests (with sizes) a manifest references, in order.
+
+    ``fix`` says what to do when the manifest cannot be used.
+    """
     try:
         manifest = json.loads(data)
         items = [manifest["config"], *manifest.get("layers", [])]
-        blobs = [BundleBlob(str(x["digest"]), int(x.get("size", -1))) for x in items]
-    except (ValueError, KeyError, TypeError):
-        raise BundleError("The model's manifest is not valid JSON; re-pull the model.") from None
+        blobs = [BundleBlob(str(x["digest"]), _manifest_size(x.get("size"))) for x in items]
+    except _BadSize as exc:
+        raise BundleError(
+            f"The model's manifest gives a blob the impossible size {exc.shown}; {fix}."
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        raise BundleError(f"The model's manifest is not valid JSON; {fix}.") from None
     unique: dict[str, BundleBlob] = {}
     for blob in blobs:
         if not DIGEST.match(blob.digest):
             raise BundleError(f"The manifest references an invalid digest {blob.digest!r}.")
         unique.setdefault(blob.digest, blob)
     return list(unique.values())
+
+
+def _manifest_size(value: object) -> int:
+    return -1 if value is None else blob_size(value)  # -1: the manifest does not say
 
 
 # -- streaming helpers ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ def import_bundle(
     cancel: threading.Event | None = None,
 ) -> BundleResult:
     """Verify the whole bundle, then place its blobs and (last) its manifest in models_dir."""
+    _check_regular(src)
     work = _Work(models_dir)
     try:
         with src.open("rb") as raw:
@@ -112,6 +114,23 @@ def import_bundle(
     return BundleResult(index.name, models_dir, len(index.blobs), index.total, skipped)
 
 
+def _check_regular(src: Path) -> None:
+    """Refuse a folder, pipe, device or socket before opening it (a FIFO would block)."""
+    try:
+        mode = src.stat().st_mode
+    except FileNotFoundError:
+        raise BundleError(f"{src} does not exist; check the path.") from None
+    except OSError as exc:
+        raise BundleError(f"{src} cannot be read ({exc.strerror or exc}).") from None
+    if stat.S_ISDIR(mode):
+        raise BundleError(f"{src} is a folder; choose the bundle (.tar) file inside it.")
+    if not stat.S_ISREG(mode):
+        raise BundleError(
+            f"{src} is not a regular file (a pipe, device or socket); copy the bundle to a "
+            "file and import that."
+        )
+
+
 def _receive(
     tar: tarfile.TarFile,
     work: _Work,
@@ -123,9 +142,10 @@ def _receive(
     if first is None or first.name != INDEX:
         raise BundleError("This tar file is not a Safeguard Desktop model bundle (no index).")
     try:
-        index = BundleIndex.from_json(json.loads(_read_small(tar, first, INDEX)))
-    except ValueError:
+        data = json.loads(_read_small(tar, first, INDEX))
+    except (ValueError, RecursionError):  # also too deep, or a number too long to read
         raise BundleError("The bundle's index is not valid JSON; make the bundle again.") from None
+    index = BundleIndex.from_json(data)
     expected = {b.digest: b for b in index.blobs}
     blobs_dir = work.root / "blobs"
     needed = sum(b.size for b in index.blobs if not (blobs_dir / blob_entry(b.digest)[6:]).exists())
@@ -168,7 +188,7 @@ def _receive(
     missing = [d for d in expected if d not in seen]
     if missing:
         raise BundleError(DAMAGED.format(why=f"blob {missing[0][:19]}… is missing"))
-    referenced = {b.digest for b in read_manifest_digests(manifest)}
+    referenced = {b.digest for b in read_manifest_digests(manifest, "make the bundle again")}
     if referenced != set(expected):
         raise BundleError(DAMAGED.format(why="its manifest and index disagree"))
     return index, manifest, skipped

@@ -34,6 +34,14 @@ class ImportResult:
 
 def check_gguf(path: Path) -> int:
     """The file's size, after checking that it is a readable GGUF file."""
+    try:  # a pipe would block the read below forever
+        special = path.exists() and not path.is_dir() and not path.is_file()
+    except OSError:
+        special = False
+    if special:
+        raise ModelImportFailed(
+            f"{path} is not a regular file (a pipe or a device); give the .gguf file itself."
+        )
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)

@@ -9,6 +9,7 @@ headings, links, images or HTML. The preview renderer also drops raw HTML.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,12 +26,52 @@ _PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{6,}\d(?!\w)")
 _HANDLE = re.compile(r"(?<![\w@])@[A-Za-z0-9_]{2,30}\b")
 
 
+_PLAIN = re.compile(r"[\t\n\r\x20-\x7e]*")
+
+
+def _folded(text: str) -> tuple[str, list[int]]:
+    """The text as a reader sees it, with each character's index in ``text``.
+
+    Invisible format and control characters (zero-width spaces and joiners, U+2060,
+    U+FEFF, bidi marks, NUL...) are dropped, and compatibility forms become their plain
+    letters (full-width ＠ and digits, circled or styled letters): "bob\u200b＠ex.org"
+    reads "bob@ex.org". Tab, newline and carriage return stay: they separate words.
+    """
+    chars: list[str] = []
+    where: list[int] = []
+    for index, char in enumerate(text):
+        if char in "\t\n\r" or " " <= char <= "~":
+            chars.append(char)
+            where.append(index)
+        elif unicodedata.category(char) not in ("Cc", "Cf"):
+            for plain in unicodedata.normalize("NFKC", char):
+                chars.append(plain)
+                where.append(index)
+    return "".join(chars), where
+
+
+def _mask(pattern: re.Pattern[str], placeholder: str, text: str) -> str:
+    if _PLAIN.fullmatch(text):
+        return pattern.sub(placeholder, text)
+    folded, where = _folded(text)
+    parts: list[str] = []
+    done = 0
+    for match in pattern.finditer(folded):
+        if match.end() > match.start():
+            start, end = where[match.start()], where[match.end() - 1] + 1
+            parts += [text[done:start], placeholder]
+            done = end
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 def redact(text: str) -> str:
-    """Mask emails, URLs, phone numbers and @handles (in that order)."""
-    text = _EMAIL.sub("[email]", text)
-    text = _URL.sub("[url]", text)
-    text = _PHONE.sub("[phone]", text)
-    return _HANDLE.sub("[@handle]", text)
+    """Mask emails, URLs, phone numbers and @handles (in that order), also when they are
+    written with full-width characters or hide invisible characters inside."""
+    text = _mask(_EMAIL, "[email]", text)
+    text = _mask(_URL, "[url]", text)
+    text = _mask(_PHONE, "[phone]", text)
+    return _mask(_HANDLE, "[@handle]", text)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -102,7 +102,9 @@ def _column(
     layout = QVBoxLayout(box)
     layout.setContentsMargins(0, 0, 0, 0)
     layout.setSpacing(6)
-    heading = QLabel(title, box)
+    heading = QLabel(box)
+    heading.setTextFormat(Qt.TextFormat.PlainText)  # model names come from the server
+    heading.setText(title)
     heading.setObjectName("paneTitle")
     panel = VerdictPanel(box)
     policy = plain_label(box, "comparePolicy")

@@ -105,6 +105,7 @@ class LoadedModelsView(QWidget):
         self.empty.setObjectName("hint")
         self.empty.setWordWrap(True)
         self.gpu = QLabel(self)
+        self.gpu.setTextFormat(Qt.TextFormat.PlainText)  # may quote nvidia-smi's output
         self.gpu.setObjectName("hint")
         self.gpu.setWordWrap(True)
         self.gpu.hide()
