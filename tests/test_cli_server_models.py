@@ -275,6 +275,9 @@ def test_ctrl_c_during_pull_then_resume(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a shell running the suite in the background (CI, nohup ... &)
+        # leaves SIGINT ignored, which the child would inherit and never see Ctrl+C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None

@@ -281,7 +281,9 @@ def test_a_crashed_managed_server_is_restarted_and_said_so(
     local_settings.set("manage_server", True)
     win, integ = open_server(qtbot, make_main_window, local_settings["host"], local_settings)
     wait_report(qtbot, integ, running=True)
+    qtbot.waitUntil(lambda: integ.panel.report.status.pid is not None, timeout=30_000)
     first = integ.panel.report.status.pid
+    assert integ.panel.report.status.managed
     os.kill(first, signal.SIGKILL)  # the crash, once the server is up
 
     qtbot.waitUntil(
