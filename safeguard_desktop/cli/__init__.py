@@ -19,13 +19,14 @@ from safeguard_desktop.cli import (
     history_cmd,
     models_cmd,
     policies_cmd,
+    queue_cmd,
     server_cmd,
 )
 from safeguard_desktop.cli.common import CliError, add_host_argument, setup_logging
 from safeguard_desktop.cli.terminal import SafeStream
 
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd]
+COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd, queue_cmd]
 # Top-level options also accepted after any subcommand (`--version` stays top-level only).
 GLOBAL_DESTS = ("data_dir", "verbose", "host")
 

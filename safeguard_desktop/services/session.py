@@ -32,9 +32,12 @@ from safeguard_desktop.engine.errors import EngineError, ServerUnreachable
 from safeguard_desktop.engine.models import LoadedModel
 from safeguard_desktop.services.history_service import HistoryService
 from safeguard_desktop.services.models_service import ModelsService
+from safeguard_desktop.services.queue_service import QueueService
 from safeguard_desktop.services.review import Reviewer, ReviewOptions
 from safeguard_desktop.services.server_service import ServerLifecycle, ServerService
 from safeguard_desktop.settings import Settings
+from safeguard_desktop.store.db import HistoryError
+from safeguard_desktop.store.queues import Queues
 
 __all__ = [
     "TOKEN_ENV",
@@ -284,6 +287,16 @@ class Session:
         return await asyncio.to_thread(
             self.history.purge, older_than_days=days, moderator=moderator
         )
+
+    # -- review queues -------------------------------------------------------------------------
+    def queues(self) -> QueueService:
+        """The review queues, kept in this session's history. Raises `HistoryError` when no
+        history is open (the session's warnings say why)."""
+        if self.history is None:
+            raise HistoryError(
+                "io", "No history is open, and review queues are kept in it: fix the history first."
+            )
+        return QueueService(self, Queues(self.history.store))
 
     # -- policies and models -----------------------------------------------------------------
     def policy_folders(self) -> list[Path]:

@@ -164,6 +164,13 @@ class History:
                 raise RuntimeError("History is closed")
             yield self._conn
 
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """The one connection, serialised with every other call, for the other tables of
+        this file (store/queues.py); environment failures become HistoryError."""
+        with self._op() as conn:
+            yield conn
+
     def recover(self, *, stale_after: float = 30.0) -> int:
         """Mark running reviews whose writer is gone as interrupted.
 
@@ -221,32 +228,16 @@ class History:
         """Write the review (status running) before the first token, and its policy text once."""
         if source not in SOURCES:
             raise ValueError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
-        content_json = json.dumps(dict(content), ensure_ascii=False)
-        now = utc_now()
         with self._op() as conn, write_txn(conn):
-            conn.execute(
-                "INSERT OR IGNORE INTO policy_versions "
-                "(sha256, policy_id, title, version, text, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
-                (policy_sha256, policy_id, policy_title, policy_version, policy_text, now),
-            )
-            values = {
-                "created_at": now, "heartbeat_at": now, "status": "running",
-                "content_json": content_json, "content_text": content_text,
-                "content_kind": content_kind, "source": source, "policy_sha256": policy_sha256,
-                "policy_id": policy_id, "policy_version": policy_version, "model": model,
-                "model_digest": model_digest, "ollama_version": ollama_version, "host": host,
-                "effort": effort, "num_ctx": num_ctx, "seed": seed, "temperature": temperature,
-                "moderator": moderator, "writer_pid": os.getpid(),
-                "writer_host": socket.gethostname(),
-            }  # fmt: skip
-            cur = conn.execute(
-                f"INSERT INTO reviews ({', '.join(values)}) "
-                f"VALUES ({', '.join(':' + k for k in values)})",
-                values,
-            )
-            review_id = cur.lastrowid
-        assert review_id is not None
-        return review_id
+            return insert_review(
+                conn,
+                content=content, content_text=content_text, content_kind=content_kind,
+                policy_sha256=policy_sha256, policy_id=policy_id, policy_version=policy_version,
+                policy_title=policy_title, policy_text=policy_text, model=model, effort=effort,
+                num_ctx=num_ctx, seed=seed, temperature=temperature, moderator=moderator,
+                source=source, host=host, model_digest=model_digest,
+                ollama_version=ollama_version,
+            )  # fmt: skip
 
     def save_progress(self, review_id: int, *, reasoning: str, answer: str) -> None:
         """Keep the partial stream and beat the heartbeat (about once a second).
@@ -277,25 +268,11 @@ class History:
         """Record the outcome; KeyError if unknown, ValueError if already finished."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"Unknown final status {status!r}: use {', '.join(FINAL_STATUSES)}.")
-        cols = verdict_columns(verdict)
-        now = utc_now()
         with self._op() as conn, write_txn(conn):
-            row = conn.execute("SELECT status FROM reviews WHERE id = ?", (review_id,)).fetchone()
-            if row is None:
-                raise KeyError(review_id)
-            if row["status"] not in ("running", "interrupted"):
-                raise ValueError(f"Review {review_id} is already {row['status']}.")
-            conn.execute(
-                "UPDATE reviews SET status = ?, finished_at = ?, heartbeat_at = ?, reasoning = ?, "
-                "answer = ?, verdict_json = ?, verdict_label = ?, category = ?, rule_ids = ?, "
-                "confidence = ?, rationale = ?, stats_json = ?, error = ?, "
-                "model_digest = coalesce(?, model_digest), "
-                "ollama_version = coalesce(?, ollama_version) WHERE id = ?",
-                (
-                    status, now, now, reasoning, answer, to_json(verdict), cols.label,
-                    cols.category, cols.rule_ids, cols.confidence, cols.rationale, to_json(stats),
-                    error, model_digest, ollama_version, review_id,
-                ),
+            write_outcome(
+                conn, review_id, status=status, reasoning=reasoning, answer=answer,
+                verdict=verdict, stats=stats, error=error, model_digest=model_digest,
+                ollama_version=ollama_version,
             )  # fmt: skip
 
     def get(self, review_id: int) -> Review | None:
@@ -418,26 +395,12 @@ class History:
             raise ValueError("The note is empty: write something or cancel.")
         if not 0 < review_id <= MAX_ID:
             raise KeyError(review_id)
-        escalated, last, notes = schema.derived_summary(":id")
         with self._op() as conn, write_txn(conn):
             if conn.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is None:
                 raise KeyError(review_id)
-            decision_id = trail.append(
-                conn,
-                review_id=review_id,
-                action=action,
-                moderator=moderator,
-                label=label,
-                note=note,
+            return append_decision(
+                conn, review_id, action=action, moderator=moderator, label=label, note=note
             )
-            # The list's summary columns are read back from the trail (a trigger refuses any
-            # other value), so they can never say what no decision says.
-            conn.execute(
-                f"UPDATE reviews SET escalated = {escalated}, last_decision = {last}, "
-                f"notes = {notes} WHERE id = :id",
-                {"id": review_id},
-            )
-        return decision_id
 
     def delete_review(self, review_id: int, *, moderator: str, reason: str = "") -> None:
         """Remove a review and its search entry; its audit rows stay, plus a 'delete' row."""
@@ -506,3 +469,120 @@ class History:
         `path` first. Raises HistoryError ("invalid" for a backup that is refused).
         """
         return restore_backup(Path(src), Path(path), moderator=moderator)
+
+
+# --- statements shared with the other tables of this file (queues) -----------------------
+# Each runs inside the caller's write transaction, so a queue can record a review and its
+# link, or a decision on several reviews, all or nothing.
+
+
+def insert_review(
+    conn: sqlite3.Connection,
+    *,
+    content: Mapping[str, object],
+    content_text: str,
+    content_kind: str,
+    policy_sha256: str,
+    policy_id: str,
+    policy_version: str | None,
+    policy_title: str,
+    policy_text: str,
+    model: str,
+    effort: str,
+    num_ctx: int,
+    seed: int | None,
+    temperature: float | None,
+    moderator: str,
+    source: str,
+    host: str = "",
+    model_digest: str | None = None,
+    ollama_version: str | None = None,
+) -> int:
+    """Insert a review (status running) and its policy text once; returns its id."""
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
+    content_json = json.dumps(dict(content), ensure_ascii=False)
+    now = utc_now()
+    conn.execute(
+        "INSERT OR IGNORE INTO policy_versions "
+        "(sha256, policy_id, title, version, text, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
+        (policy_sha256, policy_id, policy_title, policy_version, policy_text, now),
+    )
+    values = {
+        "created_at": now, "heartbeat_at": now, "status": "running",
+        "content_json": content_json, "content_text": content_text,
+        "content_kind": content_kind, "source": source, "policy_sha256": policy_sha256,
+        "policy_id": policy_id, "policy_version": policy_version, "model": model,
+        "model_digest": model_digest, "ollama_version": ollama_version, "host": host,
+        "effort": effort, "num_ctx": num_ctx, "seed": seed, "temperature": temperature,
+        "moderator": moderator, "writer_pid": os.getpid(),
+        "writer_host": socket.gethostname(),
+    }  # fmt: skip
+    cur = conn.execute(
+        f"INSERT INTO reviews ({', '.join(values)}) VALUES ({', '.join(':' + k for k in values)})",
+        values,
+    )
+    review_id = cur.lastrowid
+    assert review_id is not None
+    return review_id
+
+
+def write_outcome(
+    conn: sqlite3.Connection,
+    review_id: int,
+    *,
+    status: str,
+    reasoning: str,
+    answer: str,
+    verdict: Mapping[str, object] | None,
+    stats: Mapping[str, object] | None,
+    error: str | None = None,
+    model_digest: str | None = None,
+    ollama_version: str | None = None,
+) -> None:
+    """Record a running review's outcome; KeyError if unknown, ValueError if finished."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"Unknown final status {status!r}: use {', '.join(FINAL_STATUSES)}.")
+    cols = verdict_columns(verdict)
+    now = utc_now()
+    row = conn.execute("SELECT status FROM reviews WHERE id = ?", (review_id,)).fetchone()
+    if row is None:
+        raise KeyError(review_id)
+    if row["status"] not in ("running", "interrupted"):
+        raise ValueError(f"Review {review_id} is already {row['status']}.")
+    conn.execute(
+        "UPDATE reviews SET status = ?, finished_at = ?, heartbeat_at = ?, reasoning = ?, "
+        "answer = ?, verdict_json = ?, verdict_label = ?, category = ?, rule_ids = ?, "
+        "confidence = ?, rationale = ?, stats_json = ?, error = ?, "
+        "model_digest = coalesce(?, model_digest), "
+        "ollama_version = coalesce(?, ollama_version) WHERE id = ?",
+        (
+            status, now, now, reasoning, answer, to_json(verdict), cols.label,
+            cols.category, cols.rule_ids, cols.confidence, cols.rationale, to_json(stats),
+            error, model_digest, ollama_version, review_id,
+        ),
+    )  # fmt: skip
+
+
+def append_decision(
+    conn: sqlite3.Connection,
+    review_id: int,
+    *,
+    action: str,
+    moderator: str,
+    label: str | None = None,
+    note: str | None = None,
+) -> int:
+    """Append one sealed decision on an existing review and refresh the list's summary."""
+    escalated, last, notes = schema.derived_summary(":id")
+    decision_id = trail.append(
+        conn, review_id=review_id, action=action, moderator=moderator, label=label, note=note
+    )
+    # The list's summary columns are read back from the trail (a trigger refuses any other
+    # value), so they can never say what no decision says.
+    conn.execute(
+        f"UPDATE reviews SET escalated = {escalated}, last_decision = {last}, "
+        f"notes = {notes} WHERE id = :id",
+        {"id": review_id},
+    )
+    return decision_id

@@ -295,4 +295,83 @@ _MIGRATION_3: tuple[Step, ...] = (
     PROTECTING_TRIGGERS["reviews_summary_update"],
 )
 
-MIGRATIONS: tuple[tuple[Step, ...], ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
+
+# --- 4: review queues ----------------------------------------------------------------------
+# A queue holds items (imported content, in order) and the policies each item is classified
+# against. Every classification is an ordinary review; queue_item_reviews links it to its item.
+# At most one *done* review per (item, policy) can ever be linked (a partial unique index,
+# not care); failed attempts stay linked beside it, so a retry keeps the failure's provenance.
+# Decisions on an item are rows of the one decision trail (step 3), on its linked reviews.
+# review_id is not a foreign key, as in `decisions`: a review deleted from the history (or
+# purged by retention) must not be blocked by a queue, and its link stays as a record.
+# `state` is the item's place in the workflow, kept by the runner; the links are the truth.
+QUEUE_STATES = ("pending", "classifying", "classified", "decided", "failed", "interrupted")
+
+_MIGRATION_4: tuple[Step, ...] = (
+    """
+    CREATE TABLE queues (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        name         TEXT NOT NULL UNIQUE,
+        created_at   TEXT NOT NULL,
+        moderator    TEXT NOT NULL,
+        model        TEXT NOT NULL,
+        effort       TEXT,
+        item_order   TEXT NOT NULL DEFAULT 'file'
+                     CHECK (item_order IN ('file', 'oldest', 'verdict')),
+        runner_pid   INTEGER,
+        runner_host  TEXT,
+        runner_beat  TEXT
+    )
+    """,
+    """
+    CREATE TABLE queue_policies (
+        queue_id       INTEGER NOT NULL REFERENCES queues (id) ON DELETE CASCADE,
+        position       INTEGER NOT NULL CHECK (position >= 1),
+        policy_sha256  TEXT NOT NULL REFERENCES policy_versions (sha256),
+        policy_id      TEXT NOT NULL,
+        PRIMARY KEY (queue_id, position),
+        UNIQUE (queue_id, policy_sha256)
+    )
+    """,
+    f"""
+    CREATE TABLE queue_items (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue_id      INTEGER NOT NULL REFERENCES queues (id) ON DELETE CASCADE,
+        position      INTEGER NOT NULL CHECK (position >= 1),
+        content_json  TEXT NOT NULL,
+        content_text  TEXT NOT NULL,
+        content_kind  TEXT NOT NULL,
+        external_id   TEXT,
+        source        TEXT,
+        state         TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (state IN ({", ".join(f"'{s}'" for s in QUEUE_STATES)})),
+        UNIQUE (queue_id, position)
+    )
+    """,
+    "CREATE INDEX queue_items_state ON queue_items (queue_id, state, position)",
+    """
+    CREATE TABLE queue_item_reviews (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id        INTEGER NOT NULL REFERENCES queue_items (id) ON DELETE CASCADE,
+        policy_sha256  TEXT NOT NULL,
+        review_id      INTEGER NOT NULL UNIQUE,
+        outcome        TEXT NOT NULL CHECK (outcome IN ('done', 'failed')),
+        at             TEXT NOT NULL
+    )
+    """,
+    "CREATE UNIQUE INDEX queue_item_reviews_once ON queue_item_reviews (item_id, policy_sha256) "
+    "WHERE outcome = 'done'",
+    "CREATE INDEX queue_item_reviews_item ON queue_item_reviews (item_id, policy_sha256, id)",
+    # A link says which review classified an item: it is written once, never rewritten.
+    """
+    CREATE TRIGGER queue_item_reviews_no_update BEFORE UPDATE ON queue_item_reviews
+    BEGIN SELECT RAISE(ABORT, 'queue links are written once'); END
+    """,
+)
+
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
+    _MIGRATION_1,
+    _MIGRATION_2,
+    _MIGRATION_3,
+    _MIGRATION_4,
+)

@@ -1,0 +1,691 @@
+"""Review queues as the CLI (and later the queue view) use them: create from files, run with
+the batch runner, read counts and verdict grids, decide, export, delete.
+
+A queue's items are classified once per policy (one policy per request, as the model's usage
+guide advises); an item counts as a violation when any policy says so. Each classification
+is an ordinary review in the history, recorded finished together with its link to the item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safeguard_desktop.core.content import (
+    KINDS,
+    Content,
+    ContentError,
+    Kind,
+    content_from_dict,
+)
+from safeguard_desktop.core.importers import EXTENSIONS, import_file
+from safeguard_desktop.core.policy import Policy, PolicyError, parse_policy, resolve_policy
+from safeguard_desktop.core.vocabulary import EFFORTS
+from safeguard_desktop.engine.errors import (
+    EngineError,
+    ModelMissing,
+    QueueFull,
+    ServerUnreachable,
+    Unauthorized,
+)
+from safeguard_desktop.services.batch_runner import (
+    Backoff,
+    BatchRunner,
+    Outcome,
+    Progress,
+    Retry,
+    RunReport,
+    throughput,
+)
+from safeguard_desktop.services.review import Reviewer, ReviewResult
+from safeguard_desktop.store.db import HistoryError
+from safeguard_desktop.store.queues import (
+    ITEM_ACTIONS,
+    FinishedReview,
+    ItemDecision,
+    ItemLink,
+    ItemRow,
+    NewItem,
+    PolicyText,
+    QueueBusy,
+    QueueExists,
+    QueueRow,
+    Queues,
+    Unit,
+)
+
+if TYPE_CHECKING:
+    from safeguard_desktop.services.session import Session
+
+__all__ = [
+    "ITEM_ACTIONS",
+    "STATES",
+    "Backoff",
+    "EngineError",
+    "ItemView",
+    "Progress",
+    "QueueError",
+    "QueueService",
+    "QueueStatus",
+    "RunReport",
+    "VerdictCell",
+]
+
+log = logging.getLogger("safeguard.queue")
+STATES = ("pending", "classifying", "classified", "decided", "failed", "interrupted")
+OVERRIDE_LABELS = ("violation", "safe")
+MAX_NAME = 100
+# A server nobody answers on is tried this often (with backoff) before the run stops.
+UNREACHABLE_ATTEMPTS = 4
+_RUNNING: set[tuple[str, int]] = set()  # (history file, queue id) run by this process now
+
+
+class QueueError(ValueError):
+    """The request cannot be done as asked; str() is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class VerdictCell:
+    """One policy's verdict on one item; label None while it is not classified."""
+
+    policy: str
+    label: str | None
+    review_id: int | None
+    rule_ids: tuple[str, ...] = ()
+    confidence: str | float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "label": self.label, "review_id": self.review_id}
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """An item as a moderator sees it: its content, the verdict grid, the decision."""
+
+    position: int
+    state: str
+    content: dict[str, object]
+    text: str
+    ref: str | None
+    verdicts: tuple[VerdictCell, ...]
+    decision: ItemDecision | None
+
+    @property
+    def violation(self) -> bool | None:
+        """True when any policy says violation; False when every policy says safe."""
+        labels = [v.label for v in self.verdicts]
+        if "violation" in labels:
+            return True
+        return False if labels and all(label == "safe" for label in labels) else None
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.decision
+        return {
+            "item": self.position,
+            "state": self.state,
+            "verdicts": [v.to_json() for v in self.verdicts],
+            "decision": None
+            if d is None
+            else {
+                "action": d.action, "label": d.label, "note": d.note,
+                "moderator": d.moderator, "at": d.at,
+            },
+            "violation": self.violation,
+            "ref": self.ref,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    name: str
+    items: int
+    counts: dict[str, int]
+    policies: tuple[str, ...]
+    model: str
+    effort: str | None
+    created_at: str
+    running: bool
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "items": self.items}
+        out.update({state: self.counts.get(state, 0) for state in STATES})
+        out["policies"] = list(self.policies)
+        return out
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise QueueError("The queue name is empty: give it a short name, such as reports-monday.")
+    if len(name) > MAX_NAME or any(ch < " " or ch == "\x7f" for ch in name):
+        raise QueueError(
+            f"The queue name must be one line of at most {MAX_NAME} characters; choose a "
+            "shorter name."
+        )
+    return name
+
+
+def stored_policy(p: PolicyText) -> Policy:
+    """The policy exactly as the queue stored it: the same text gives the same system prompt
+    on every run, so Ollama's prompt cache holds across runs too."""
+    parsed = parse_policy(p.text.encode("utf-8"))
+    return dataclasses.replace(parsed, id=p.policy_id, sha256=p.sha256, version=p.version)
+
+
+def source_files(path: Path) -> list[Path]:
+    """A file, or the importable files of a folder (name order, hidden ones left out)."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in EXTENSIONS
+    )
+    if not found:
+        raise QueueError(
+            f"{path} holds no file to import ({', '.join(EXTENSIONS)}); choose another folder."
+        )
+    return found
+
+
+class QueueService:
+    """The queues of one session's history. Reading and deciding are quick synchronous
+    calls (run them off the GUI thread); `run` is a coroutine. Errors: QueueError (what the
+    user asked cannot be done), HistoryError (the file's fault), EngineError from `run`."""
+
+    def __init__(self, session: Session, store: Queues) -> None:
+        self.session = session
+        self.store = store
+
+    # --- creating ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        sources: Sequence[Path],
+        policies: Sequence[str],
+        *,
+        kind: str | None = None,
+        model: str | None = None,
+        effort: str | None = None,
+        text_column: str | None = None,
+    ) -> QueueStatus:
+        """Import every item and create the queue in one transaction: a file that cannot
+        be read whole (a bad line, an item over the size limit) creates nothing."""
+        name = _check_name(name)
+        if kind is not None and kind not in KINDS:
+            raise QueueError(f"Unknown content kind {kind!r}: use one of {', '.join(KINDS)}.")
+        if effort is not None and effort not in EFFORTS:
+            raise QueueError(f"Unknown effort {effort!r}: use one of {', '.join(EFFORTS)}.")
+        if not sources:
+            raise QueueError("Give the items to review with --from FILE (or a folder).")
+        if not policies:
+            raise QueueError("Give at least one policy with --policy ID_OR_PATH.")
+        resolved = self._policies(policies)
+        items = self._import(sources, kind, text_column)
+        settings = self.session.settings
+        try:
+            row = self.store.create(
+                name,
+                moderator=str(settings["moderator"] or ""),
+                model=(model or "").strip() or str(settings["model"]),
+                effort=effort,
+                policies=[PolicyText(p.sha256, p.id, p.title, p.version, p.text) for p in resolved],
+                items=items,
+            )
+        except QueueExists as exc:
+            raise QueueError(str(exc)) from None
+        return self._status(row)
+
+    def _policies(self, refs: Sequence[str]) -> list[Policy]:
+        found: list[Policy] = []
+        for ref in refs:
+            try:
+                policy = resolve_policy(ref, folders=self.session.policy_folders())
+            except PolicyError as exc:
+                raise QueueError(str(exc)) from None
+            same = next((p for p in found if p.id == policy.id), None)
+            if same is not None:
+                what = "is given twice" if same.sha256 == policy.sha256 else "is the id of two"
+                raise QueueError(
+                    f"Policy {policy.id!r} {what} policies; each policy of a queue needs its "
+                    "own id (set `id:` in the front matter)."
+                )
+            found.append(policy)
+        return found
+
+    def _import(
+        self, sources: Sequence[Path], kind: Kind | None, text_column: str | None
+    ) -> list[NewItem]:
+        max_bytes = int(self.session.settings["max_file_mb"]) * 1024 * 1024
+        items: list[NewItem] = []
+        for source in sources:
+            for path in source_files(Path(source)):
+                try:
+                    contents = import_file(
+                        path,
+                        kind=kind,
+                        max_bytes=max_bytes,
+                        csv_text_column=text_column,
+                    )
+                except ContentError as exc:
+                    raise QueueError(f"{exc} No queue was created.") from None
+                for content in contents:
+                    items.append(self._item(content, path, max_bytes))
+        if not items:
+            raise QueueError("The files hold no item to review; no queue was created.")
+        return items
+
+    @staticmethod
+    def _item(content: Content, path: Path, max_bytes: int) -> NewItem:
+        text = content.render()
+        size = len(text.encode("utf-8"))
+        if size > max_bytes:
+            where = content.source or path.name
+            raise QueueError(
+                f"{where}: the item is {size / 2**20:.1f} MB, over the "
+                f"{max_bytes / 2**20:.0f} MB limit (setting max_file_mb); shorten or split "
+                "it. No queue was created."
+            )
+        return NewItem(content.to_dict(), text, content.kind, content.ref, content.source)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _queue(self, name: str) -> QueueRow:
+        row = self.store.get(name.strip())
+        if row is None:
+            raise QueueError(
+                f"There is no queue named {name!r}. `safeguard-desktop queue list` shows them."
+            )
+        return row
+
+    def names(self) -> list[str]:
+        return [q.name for q in self.store.all()]
+
+    def all(self) -> list[QueueStatus]:
+        """Every queue, newest first, with its counts per state."""
+        return [self._status(q) for q in self.store.all()]
+
+    def status(self, name: str) -> QueueStatus:
+        return self._status(self._queue(name))
+
+    def _status(self, queue: QueueRow) -> QueueStatus:
+        counts = Counter(item.state for item in self._views(queue))
+        return QueueStatus(
+            name=queue.name,
+            items=sum(counts.values()),
+            counts={state: counts.get(state, 0) for state in STATES},
+            policies=tuple(p.policy_id for p in self.store.policies(queue.id)),
+            model=queue.model,
+            effort=queue.effort,
+            created_at=queue.created_at,
+            running=self.store.runner_alive(queue),
+        )
+
+    def items(self, name: str, *, state: str | None = None) -> list[ItemView]:
+        """The items in queue order, each with its verdict grid and decision."""
+        if state is not None and state not in STATES:
+            raise QueueError(f"Unknown state {state!r}: use one of {', '.join(STATES)}.")
+        views = self._views(self._queue(name))
+        return [v for v in views if state is None or v.state == state]
+
+    def _views(self, queue: QueueRow) -> list[ItemView]:
+        policies = self.store.policies(queue.id)
+        by_item: dict[int, dict[str, ItemLink]] = {}
+        for link in self.store.links(queue.id):
+            cells = by_item.setdefault(link.item_id, {})
+            kept = cells.get(link.policy_sha256)
+            if kept is None or kept.outcome != "done":  # a finished review wins over failures
+                cells[link.policy_sha256] = link
+        decisions = self.store.decisions(queue.id)
+        runner_gone = not self.store.runner_alive(queue)
+        return [
+            self._view(item, policies, by_item.get(item.id, {}), decisions.get(item.id),
+                       runner_gone)
+            for item in self.store.items(queue.id)
+        ]  # fmt: skip
+
+    @staticmethod
+    def _view(
+        item: ItemRow,
+        policies: Sequence[PolicyText],
+        links: dict[str, ItemLink],
+        decision: ItemDecision | None,
+        runner_gone: bool,
+    ) -> ItemView:
+        cells = []
+        for p in policies:
+            link = links.get(p.sha256)
+            if link is None:
+                cells.append(VerdictCell(p.policy_id, None, None))
+            else:
+                cells.append(
+                    VerdictCell(
+                        p.policy_id, link.label, link.review_id, link.rule_ids, link.confidence
+                    )
+                )
+        state = item.state
+        if decision is not None:
+            state = "decided"  # also when decided on a linked review in the History view
+        elif state == "classifying" and runner_gone:
+            state = "interrupted"  # its runner was killed: the next run does it again
+        return ItemView(
+            item.position, state, item.content, item.text, item.external_id, tuple(cells),
+            decision,
+        )  # fmt: skip
+
+    def item(self, name: str, position: int) -> ItemView:
+        views = self.items(name)
+        if not 1 <= position <= len(views):
+            raise QueueError(
+                f"Queue {name!r} has items 1 to {len(views)}; there is no item {position}."
+            )
+        return views[position - 1]
+
+    # --- deciding ---------------------------------------------------------------------------
+
+    def decide(
+        self,
+        name: str,
+        position: int,
+        action: str,
+        *,
+        label: str | None = None,
+        note: str | None = None,
+    ) -> ItemView:
+        """Append the moderator's decision to the trail of the item's reviews."""
+        note = (note or "").strip() or None
+        if action not in ITEM_ACTIONS:
+            raise QueueError(f"Unknown decision {action!r}: use {', '.join(ITEM_ACTIONS)}.")
+        if action == "override" and label not in OVERRIDE_LABELS:
+            raise QueueError(f"An override needs a label: {' or '.join(OVERRIDE_LABELS)}.")
+        if action == "override" and not note:
+            raise QueueError("An override needs a reason: give it with --note.")
+        if action == "skip" and not note:
+            raise QueueError("Skipping needs a reason: give it with --note.")
+        moderator = str(self.session.settings["moderator"] or "").strip()
+        if not moderator:
+            raise QueueError("Your moderator name is empty; set it in Settings (Moderator) first.")
+        queue = self._queue(name)
+        view = self.item(name, position)
+        if view.state not in ("classified", "decided", "failed"):
+            raise QueueError(
+                f"Item {position} of {queue.name!r} is {view.state}, not classified yet: run "
+                f"`safeguard-desktop queue run {queue.name}` first."
+            )
+        item_id = next(i.id for i in self.store.items(queue.id) if i.position == position)
+        try:
+            self.store.decide(
+                item_id,
+                action=action,
+                moderator=moderator,
+                label=label if action == "override" else None,
+                note=note,
+            )
+        except ValueError as exc:
+            raise QueueError(f"Item {position}: {exc}") from None
+        return self.item(name, position)
+
+    # --- exporting and deleting -------------------------------------------------------------
+
+    def export(self, name: str, out: Path) -> int:
+        """One row per item (content, verdicts, decision) as .jsonl or .csv; returns the
+        number of rows. The file appears whole or not at all."""
+        suffix = out.suffix.lower()
+        if suffix not in (".jsonl", ".csv"):
+            raise QueueError(f"Export to a .jsonl or a .csv file, not {out.name!r}.")
+        views = self.items(name)
+        policies = self.status(name).policies
+        text = _jsonl(views) if suffix == ".jsonl" else _csv(views, policies)
+        _write_whole(out, text)
+        return len(views)
+
+    def delete(self, name: str) -> int:
+        """Remove the queue and its items; their reviews and decisions stay in the history.
+        Returns how many items it held."""
+        queue = self._queue(name)
+        if self.store.runner_alive(queue):
+            raise QueueError(f"Queue {queue.name!r} is being run; stop that run first.")
+        count = len(self.store.items(queue.id))
+        self.store.delete(queue.id)
+        return count
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        name: str,
+        *,
+        parallel: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: asyncio.Event | None = None,
+        backoff: Backoff | None = None,
+    ) -> RunReport:
+        """Classify every item still to do, `parallel` requests in flight (default: the
+        num_parallel setting), items in queue order. Progress counts items.
+
+        Cancelling puts the items in flight back to pending; a killed process leaves them
+        classifying, and the next run takes them as interrupted. Raises QueueError,
+        HistoryError, or the EngineError that stopped the run (server gone, model missing).
+        """
+        queue = self._queue(name)
+        n = int(parallel or self.session.settings["num_parallel"])
+        if n < 1:
+            raise QueueError("--parallel must be at least 1.")
+        key = (str(self.store.history.path), queue.id)
+        if key in _RUNNING:  # the database sees one runner per process: say so here
+            raise QueueError(f"Queue {queue.name!r} is already running in this window.")
+        _RUNNING.add(key)
+        try:
+            try:
+                interrupted = await asyncio.to_thread(self.store.claim, queue.id)
+            except QueueBusy as exc:
+                raise QueueError(str(exc)) from None
+            if interrupted:
+                log.warning("queue %s: %d interrupted item(s) run again", queue.name, interrupted)
+            try:
+                job = _Job(self, queue)
+                await job.prepare()
+                return await job.run(n, on_progress, stop, backoff)
+            finally:
+                with contextlib.suppress(HistoryError):
+                    await asyncio.shield(asyncio.to_thread(self.store.release, queue.id))
+        finally:
+            _RUNNING.discard(key)
+
+
+class _Job:
+    """One run of one queue: the units left, the reviewer, item-level progress."""
+
+    def __init__(self, service: QueueService, queue: QueueRow) -> None:
+        self.service = service
+        self.store = service.store
+        self.queue = queue
+        session = service.session
+        options = session.review_options(source="queue", model=queue.model, effort=queue.effort)
+        self.reviewer: Reviewer = session.reviewer(options, save=False)
+        self.policies: dict[str, Policy] = {}
+        self.units: list[Unit] = []
+        self.left: Counter[int] = Counter()  # units not finished, per item
+        self.in_flight: Counter[int] = Counter()
+        self.items_total = 0
+        self.items_done = 0
+        self.items_done_before = 0
+        self.digest: str | None = None
+        self.version: str | None = None
+
+    async def prepare(self) -> None:
+        stored = await asyncio.to_thread(self.store.policies, self.queue.id)
+        self.policies = {p.sha256: stored_policy(p) for p in stored}
+        self.units = await asyncio.to_thread(self.store.units, self.queue.id)
+        self.left = Counter(u.item_id for u in self.units)
+        counts = await asyncio.to_thread(self.store.state_counts, self.queue.id)
+        self.items_total = sum(counts.values())
+        self.items_done_before = self.items_total - len(self.left)
+        if self.units:  # provenance, once per run (cached by the reviewer)
+            self.version = await self.reviewer.server_version()
+            self.digest = await self.reviewer.model_digest(self.reviewer.options.model)
+
+    async def run(
+        self,
+        parallel: int,
+        on_progress: Callable[[Progress], None] | None,
+        stop: asyncio.Event | None,
+        backoff: Backoff | None,
+    ) -> RunReport:
+        started = asyncio.get_running_loop().time()
+
+        def progress(units: Progress) -> None:
+            if on_progress is None:
+                return
+            elapsed = asyncio.get_running_loop().time() - started
+            left = len(self.left)
+            per_minute, eta = throughput(self.items_done, left, elapsed)
+            if units.eta_s is not None:  # per unit: finer than per item, same work left
+                eta = units.eta_s
+            on_progress(
+                dataclasses.replace(
+                    units, done=self.items_done_before + self.items_done,
+                    total=self.items_total, elapsed_s=elapsed, per_minute=per_minute,
+                    eta_s=eta,
+                )
+            )  # fmt: skip
+
+        runner: BatchRunner[Unit] = BatchRunner(parallel=parallel, backoff=backoff)
+        return await runner.run(
+            self.units, self.do_one, on_progress=progress, on_abandon=self.give_back, stop=stop
+        )
+
+    def _finished(self, unit: Unit) -> None:
+        self.left[unit.item_id] -= 1
+        if self.left[unit.item_id] <= 0:
+            del self.left[unit.item_id]
+            self.items_done += 1
+
+    async def do_one(self, unit: Unit) -> Outcome:
+        if not await asyncio.to_thread(self.store.start, unit):
+            self._finished(unit)
+            return "skipped"
+        policy = self.policies[unit.policy_sha256]
+        item = unit.item_id
+        # Units of one item may be in flight together; the item's state follows its links
+        # once the last of them is recorded (by that one: "the last one out settles").
+        self.in_flight[item] += 1
+        try:
+            result = await self.reviewer.review(policy, content_from_dict(unit.content))
+            error = result.error
+            if isinstance(error, QueueFull):
+                raise Retry(error)
+            if isinstance(error, ServerUnreachable):
+                raise Retry(error, max_attempts=UNREACHABLE_ATTEMPTS)
+            if isinstance(error, ModelMissing | Unauthorized):
+                raise error  # no later item can do better: stop the run
+            settle = self.in_flight[item] == 1
+            review_id = await asyncio.to_thread(
+                self.store.record, unit, self._finished_review(result), settle=settle
+            )
+        finally:
+            self.in_flight[item] -= 1
+        if not settle and self.in_flight[item] == 0:
+            await asyncio.to_thread(self.store.settle, [item])
+        if review_id is None:
+            log.warning("item %d already had a finished review: not recorded again", unit.position)
+        self._finished(unit)
+        return "done" if result.status == "done" else "failed"
+
+    async def give_back(self, units: list[Unit]) -> None:
+        """Units cancelled in flight: their items go back to pending (or whatever their
+        finished reviews say)."""
+        items = sorted({u.item_id for u in units})
+        await asyncio.to_thread(self.store.settle, items)
+
+    def _finished_review(self, result: ReviewResult) -> FinishedReview:
+        request = result.request
+        assert request is not None  # every result of Reviewer.review carries its request
+        policy = result.policy
+        return FinishedReview(
+            content=result.content.to_dict(), content_text=request.user,
+            content_kind=result.content.kind, policy_sha256=policy.sha256, policy_id=policy.id,
+            policy_version=policy.version, policy_title=policy.title, policy_text=policy.text,
+            model=request.model, effort=request.think, num_ctx=request.num_ctx,
+            seed=request.seed, temperature=request.temperature,
+            moderator=self.reviewer.options.moderator, host=self.reviewer.client.endpoint.url,
+            model_digest=self.digest, ollama_version=self.version,
+            status="done" if result.status == "done" else "failed",
+            reasoning=result.reasoning, answer=result.answer,
+            verdict=result.verdict.to_dict() if result.verdict else None,
+            stats=result.stats.to_dict() if result.stats else None,
+            error=str(result.error) if result.error else None,
+        )  # fmt: skip
+
+
+# --- export formats ---------------------------------------------------------------------------
+
+
+def _jsonl(views: Sequence[ItemView]) -> str:
+    lines = []
+    for v in views:
+        row = v.to_json()
+        row["content"] = v.content
+        row["text"] = v.text
+        lines.append(json.dumps(row, ensure_ascii=False))
+    return "".join(line + "\n" for line in lines)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    """Untrusted text in a spreadsheet: a cell that would start a formula gets a leading
+    apostrophe (OWASP's advice), so opening the export runs nothing."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _csv(views: Sequence[ItemView], policies: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["item", "ref", "text", *(f"{p}_label" for p in policies), "violation",
+         "decision", "decision_label", "note", "moderator", "at"]
+    )  # fmt: skip
+    for v in views:
+        d = v.decision
+        writer.writerow(
+            [v.position, _cell(v.ref), _cell(v.text), *(c.label or "" for c in v.verdicts),
+             "" if v.violation is None else str(v.violation).lower(),
+             d.action if d else "", d.label or "" if d else "", _cell(d.note if d else ""),
+             _cell(d.moderator if d else ""), d.at if d else ""]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def _write_whole(out: Path, text: str) -> None:
+    """Write beside the target, then rename: a failed export leaves no partial file."""
+    folder = out.parent if str(out.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise QueueError(
+            f"Cannot write to {folder} ({exc.strerror}); choose another place."
+        ) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(temp, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise QueueError(f"Cannot write {out} ({exc.strerror}); choose another place.") from None
