@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -177,28 +176,7 @@ async def _rm(service: ModelsService, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _regular_file(path: str, what: str) -> Path:
-    """The file to read, refused before it is opened when it is a folder, pipe, device or
-    socket: opening a FIFO waits for a writer that never comes."""
-    file = Path(path).expanduser()
-    try:
-        mode = file.stat().st_mode
-    except FileNotFoundError:
-        raise CliError(f"{file} does not exist; check the path.") from None
-    except OSError as exc:
-        raise CliError(f"{file} cannot be read ({exc.strerror or exc}).") from None
-    if stat.S_ISDIR(mode):
-        raise CliError(f"{file} is a folder; give the {what} inside it.")
-    if not stat.S_ISREG(mode):
-        raise CliError(
-            f"{file} is not a regular file (a pipe, device or socket); copy the {what} to a "
-            "file and import that."
-        )
-    return file
-
-
 async def _import(service: ModelsService, args: argparse.Namespace) -> int:
-    _regular_file(args.gguf, ".gguf file")
     printer = ProgressPrinter(redrawing())
     try:
         result = await service.import_gguf(Path(args.gguf), args.name, printer)
@@ -229,7 +207,6 @@ async def _export(service: ModelsService, args: argparse.Namespace) -> int:
 
 
 async def _import_bundle(service: ModelsService, args: argparse.Namespace) -> int:
-    _regular_file(args.file, "bundle (.tar)")
     printer = ProgressPrinter(redrawing())
     try:
         result = await service.import_bundle(

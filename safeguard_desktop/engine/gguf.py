@@ -40,7 +40,7 @@ def check_gguf(path: Path) -> int:
         special = False
     if special:
         raise ModelImportFailed(
-            f"{path} is not a regular file (a pipe or a device); give the .gguf file itself."
+            f"{path} is not a regular file (a pipe, device or socket); give the .gguf file itself."
         )
     try:
         with path.open("rb") as handle:

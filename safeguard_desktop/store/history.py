@@ -226,8 +226,6 @@ class History:
         ollama_version: str | None = None,
     ) -> int:
         """Write the review (status running) before the first token, and its policy text once."""
-        if source not in SOURCES:
-            raise ValueError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
         with self._op() as conn, write_txn(conn):
             return insert_review(
                 conn,
