@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,10 @@ from tests.keyrings import MemoryKeyring
 class SlowKeyring(MemoryKeyring):
     """Like a locked Secret Service: a write waits for an unlock prompt to be answered.
 
-    The answer comes from a Qt timer on the GUI thread (`answer_prompt`), so a write returns
-    only while the window keeps running its event loop; a frozen window would leave it
-    waiting until the bound and `answered` records False.
+    The test answers (`answer_soon`) only after it has seen the window show the wait; the
+    answer then comes from a Qt timer on the GUI thread, so a write returns only while the
+    window keeps running its event loop; a frozen window would leave it waiting until the
+    bound and `answered` records False.
     """
 
     def __init__(self) -> None:
@@ -49,12 +50,13 @@ class SlowKeyring(MemoryKeyring):
         self.unlocked = threading.Event()
         self.answered: list[bool] = []
         self.thread: threading.Thread | None = None
+        self.answer_soon: Callable[[], None] = lambda: None  # set by the fixture
 
     def set_password(self, service: str, username: str, password: str) -> None:
         self.thread = threading.current_thread()
         self.unlocked.clear()
         self.waiting.set()
-        self.answered.append(self.unlocked.wait(timeout=20))
+        self.answered.append(self.unlocked.wait(timeout=60))  # a hang bound
         self.waiting.clear()
         super().set_password(service, username, password)
 
@@ -83,7 +85,7 @@ def slow_keyring(qapp: Any) -> Iterator[KeyringBackend]:
     prompt = QTimer()  # the user answering the unlock prompt, on the GUI thread
     prompt.setInterval(50)
     prompt.timeout.connect(backend.answer_prompt)
-    prompt.start()
+    backend.answer_soon = prompt.start
     try:
         yield from use_keyring(backend)
     finally:
@@ -292,6 +294,7 @@ def test_the_window_stays_responsive_while_the_keyring_blocks(
     qtbot.waitUntil(dialog.busy_note.isVisible)
     assert "keyring" in dialog.busy_note.text()
     assert not dialog.save_button.isEnabled()
+    slow_keyring.answer_soon()
     qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=30_000)
 
     assert slow_keyring.thread is not threading.main_thread()
@@ -312,6 +315,7 @@ def test_closing_the_dialog_during_a_keyring_call_still_saves(
         qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
         qtbot.waitUntil(dialog.busy_note.isVisible)
         dialog.reject()
+        slow_keyring.answer_soon()
 
     assert not dialog.isVisible()
     assert saved_file(gui_settings)["effort"] == "high"
