@@ -126,7 +126,7 @@ def _parse(
     if ext == ".eml":
         _check_binary(data, name)  # emails may be 8-bit in any charset: no UTF-8 check
         return [_from_email(data, name, kind)]
-    text = _decode(data, name)
+    text = decode_text(data, name)
     if not text.strip():
         raise ContentError(f"{name} is empty; choose a file that holds the content to classify.")
     if ext == ".json":
@@ -167,7 +167,7 @@ def _check_binary(data: bytes, name: str) -> None:
         )
 
 
-def _decode(data: bytes, name: str) -> str:
+def decode_text(data: bytes, name: str) -> str:
     """UTF-8 (BOM stripped) or BOM-marked UTF-16/32, with newlines normalised to \\n."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
