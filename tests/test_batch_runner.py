@@ -300,3 +300,68 @@ def test_no_server_stops_the_run_after_a_few_attempts(tmp_path: Path) -> None:
             asyncio.run(run_queue(service, parallel=2, backoff=NO_WAIT))
         counts = service.status("q").counts
     assert counts["pending"] == len(TEXTS) and counts["failed"] == 0
+
+
+def test_a_unit_past_its_request_frees_its_slot_for_the_next() -> None:
+    """With one slot, unit 2's request starts while unit 1 still records its result (the
+    server never waits for the database); without release_slot it would wait."""
+    from safeguard_desktop.services.batch_runner import release_slot
+
+    async def scenario() -> tuple[list[str], RunReport]:
+        events: list[str] = []
+        recorded = asyncio.Event()
+
+        async def do_one(unit: int) -> Outcome:
+            events.append(f"request {unit}")
+            await asyncio.sleep(0)
+            release_slot()
+            release_slot()  # twice: still one slot
+            if unit == 1:
+                await recorded.wait()  # recording is slow: it ends when unit 2 asked
+            else:
+                recorded.set()
+            events.append(f"recorded {unit}")
+            return "done"
+
+        report = await BatchRunner[int](parallel=1).run([1, 2], do_one)
+        return events, report
+
+    events, report = asyncio.run(scenario())
+    assert events.index("request 2") < events.index("recorded 1")
+    assert report.done == 2 and not report.stopped
+
+
+def test_released_units_still_count_as_in_flight_when_stopped() -> None:
+    """Cancelled while recording: the unit is handed back like any unit in flight."""
+    from safeguard_desktop.services.batch_runner import release_slot
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        given_back: list[int] = []
+        started: list[int] = []
+        blocked = asyncio.Event()
+
+        async def do_one(unit: int) -> Outcome:
+            started.append(unit)
+            release_slot()
+            if unit == 1:
+                blocked.set()
+                await asyncio.Event().wait()  # never records
+            await asyncio.Event().wait()
+            return "done"
+
+        async def on_abandon(units: list[int]) -> None:
+            given_back.extend(units)
+
+        task = asyncio.ensure_future(
+            BatchRunner[int](parallel=1).run([1, 2, 3], do_one, on_abandon=on_abandon)
+        )
+        await blocked.wait()
+        while len(started) < 2:  # unit 2 starts although unit 1 has not finished
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return sorted(given_back), sorted(started)
+
+    given_back, started = asyncio.run(scenario())
+    assert given_back == started and started[:2] == [1, 2]

@@ -4,6 +4,7 @@ again), status, items, decide, export, delete; the JSON keys scripts rely on; on
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -313,3 +314,93 @@ def test_ctrl_c_exits_130_with_the_items_in_flight_back_to_pending(capsys, tmp_p
     assert "30 of 30 items classified" in out
     history = cli_json(capsys, data, "history", "list", "--limit", "100")
     assert len(history) == 30 and {h["status"] for h in history} == {"done"}
+
+
+# --- undo, other sources, item order -----------------------------------------------------------
+
+
+def test_retract_undoes_a_decision_by_appending_to_the_trail(capsys, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    items = jsonl(tmp_path / "i.jsonl", 2)
+    assert cli(capsys, data, "queue", "create", "q", "--from", str(items),
+               "--policy", "harassment")[0] == 0  # fmt: skip
+    with FakeOllama(token_rate=50_000) as fake:
+        assert cli(capsys, data, "queue", "run", "q", "--host", fake.url)[0] == 0
+    code, _, err = cli(capsys, data, "queue", "decide", "q", "1", "--retract")
+    assert code == 2 and one_line(err) and "no decision to undo" in err
+    assert cli(capsys, data, "queue", "decide", "q", "1", "--escalate", "--note", "check")[0] == 0
+    undone = cli_json(capsys, data, "queue", "decide", "q", "1", "--retract")
+    listed = cli_json(capsys, data, "queue", "items", "q")
+    assert undone == listed[0] and set(undone) == set(listed[1])
+    assert (undone["state"], undone["decision"]) == ("classified", None)
+    assert cli_json(capsys, data, "queue", "status", "q")["decided"] == 0
+    review_id = undone["verdicts"][0]["review_id"]
+    shown = cli_json(capsys, data, "history", "show", str(review_id))
+    assert [d["action"] for d in shown["decisions"]] == ["escalate", "retracted"]
+    assert shown["escalated"] is False
+    assert cli_json(capsys, data, "history", "list", "--escalated") == []
+    assert len(cli_json(capsys, data, "history", "list", "--decision", "none")) == 2
+    code, out, _ = cli(capsys, data, "queue", "decide", "q", "1", "--agree")
+    assert code == 0
+    code, out, _ = cli(capsys, data, "queue", "decide", "q", "1", "--retract")
+    assert code == 0 and "classified again" in out
+    code, _, err = cli(capsys, data, "queue", "decide", "q", "1", "--retract")
+    assert code == 2 and one_line(err) and "Item 1 of 'q' has no decision to undo." in err
+    with pytest.raises(SystemExit) as exited:  # one action at a time
+        cli(capsys, data, "queue", "decide", "q", "1", "--retract", "--agree")
+    assert exited.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert cli(capsys, data, "history", "verify")[0] == 0
+
+
+def test_create_from_stdin_or_a_history_search_in_an_order(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "d"
+
+    def stdin(raw: bytes) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
+
+    stdin(b"\xef\xbb\xbfcheap pills here\r\n\r\nsee you at lunch\nmore pills\n")
+    created = cli_json(capsys, data, "queue", "create", "pasted", "--from", "-",
+                       "--policy", "spam-scams", "--order", "verdict")  # fmt: skip
+    assert set(created) == STATUS_KEYS and created["items"] == 3
+    rows = cli_json(capsys, data, "queue", "items", "pasted")
+    assert [r["item"] for r in rows] == [1, 2, 3]
+    code, out, _ = cli(capsys, data, "queue", "status", "pasted")
+    assert code == 0 and "items in verdict order" in out
+    with FakeOllama(token_rate=50_000) as fake:
+        assert cli(capsys, data, "queue", "run", "pasted", "--host", fake.url)[0] == 0
+
+    created = cli_json(capsys, data, "queue", "create", "again", "--from-history", "pills",
+                       "--policy", "harassment")  # fmt: skip
+    assert created["items"] == 2
+    texts = [r["text"] for r in map(json.loads, _export(capsys, data, tmp_path, "again"))]
+    assert sorted(texts) == ["cheap pills here", "more pills"]
+    assert texts[0] == "more pills"  # newest first
+    shown = cli_json(capsys, data, "queue", "order", "again", "oldest")
+    assert shown["order"] == "oldest" and shown["name"] == "again"
+    texts = [r["text"] for r in map(json.loads, _export(capsys, data, tmp_path, "again"))]
+    assert texts == ["cheap pills here", "more pills"]  # first reviewed first
+
+    code, _, err = cli(capsys, data, "queue", "create", "x", "--from-history", "zebra",
+                       "--policy", "harassment")  # fmt: skip
+    assert code == 2 and one_line(err) and "matches no review" in err
+    code, _, err = cli(capsys, data, "queue", "create", "x", "--policy", "harassment")
+    assert code == 2 and one_line(err) and "--from-history QUERY" in err
+    stdin(b"fine\n\xff\xfe broken\n")
+    code, _, err = cli(capsys, data, "queue", "create", "x", "--from", "-",
+                       "--policy", "harassment")  # fmt: skip
+    assert code == 2 and one_line(err) and "not valid UTF-8 (byte 5, line 2)" in err
+    code, _, err = cli(capsys, data, "queue", "create", "x", "--from", "-", "--from", "-",
+                       "--policy", "harassment")  # fmt: skip
+    assert code == 2 and one_line(err)
+    with pytest.raises(SystemExit) as exited:
+        cli(capsys, data, "queue", "order", "again", "newest")
+    assert exited.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert [q["name"] for q in cli_json(capsys, data, "queue", "list")] == ["again", "pasted"]
+
+
+def _export(capsys, data: Path, tmp_path: Path, name: str) -> list[str]:
+    out = tmp_path / f"{name}.jsonl"
+    assert cli(capsys, data, "queue", "export", name, "--out", str(out))[0] == 0
+    return out.read_text(encoding="utf-8").splitlines()

@@ -24,6 +24,9 @@ from safeguard_desktop.store import schema
 from safeguard_desktop.store.history import History
 from safeguard_desktop.store.queues import FinishedReview, QueueBusy, Queues, Unit
 
+# The protecting triggers as releases with schema 3 and 4 defined them.
+V3_TRIGGERS = {**schema.PROTECTING_TRIGGERS, "reviews_summary_update": schema.SUMMARY_UPDATE_V3}
+
 
 def make_service(tmp_path: Path, url: str = "http://127.0.0.1:9") -> tuple[QueueService, History]:
     """A queue service on a private history, with the registry's defaults and moderator ana."""
@@ -70,6 +73,7 @@ def test_migration_4_adds_queues_and_leaves_reviews_and_trail_as_they_were(
     path = tmp_path / "history.sqlite3"
     with monkeypatch.context() as m:  # a history written by the release before queues
         m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+        m.setattr(schema, "PROTECTING_TRIGGERS", V3_TRIGGERS)
         with History.open(path) as old:
             policy = resolve_policy("harassment")
             rid = old.start_review(
@@ -92,7 +96,7 @@ def test_migration_4_adds_queues_and_leaves_reviews_and_trail_as_they_were(
         report = new.verify()
         assert report.ok and report.head == head_before
         conn = sqlite3.connect(path)
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
         assert conn.execute("SELECT * FROM reviews").fetchall() == before
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         conn.close()

@@ -1,7 +1,8 @@
 """`safeguard-desktop queue ...`: review queues from the command line.
 
-create (import files, pick policies), list, run (classify what is left, N requests in
-flight, progress on stderr), status, items, decide, export, delete.
+create (import files, a history search or lines on stdin; pick policies), list, run (classify
+what is left, N requests in flight, progress on stderr), status, items, order, decide (and
+undo), export, delete.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from safeguard_desktop.core.content import KINDS
 from safeguard_desktop.core.vocabulary import EFFORTS
 from safeguard_desktop.services.history_service import HistoryError
 from safeguard_desktop.services.queue_service import (
+    ITEM_ORDERS,
     STATES,
     EngineError,
     ItemView,
@@ -68,8 +70,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cr = qs.add_parser("create", help="create a queue from files and policies")
     cr.add_argument("name", type=plain_text)
     cr.add_argument(
-        "--from", dest="sources", action="append", required=True, metavar="FILE",
-        help="items to review: .jsonl .json .csv .txt .eml, or a folder of them (repeatable)",
+        "--from", dest="sources", action="append", metavar="FILE",
+        help="items to review: .jsonl .json .csv .txt .eml, or a folder of them, or - for "
+        "one message per line of standard input (repeatable)",
+    )  # fmt: skip
+    cr.add_argument(
+        "--from-history", dest="history_query", type=plain_text, metavar="QUERY",
+        help="items from a history search (as `history search`): the content of the "
+        "matching reviews, newest first, each distinct content once",
     )  # fmt: skip
     cr.add_argument(
         "--policy", dest="policies", action="append", required=True, metavar="ID_OR_PATH",
@@ -83,6 +91,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="reasoning effort (default: each policy's, else the setting)",
     )
     cr.add_argument("--text-column", metavar="COLUMN", help="the CSV column holding the text")
+    cr.add_argument(
+        "--order", choices=ITEM_ORDERS, default="file",
+        help="how items are listed: file order, oldest first (the items' own times), or by "
+        "verdict and confidence once classified (default: file)",
+    )  # fmt: skip
     cr.add_argument("--json", action="store_true")
     cr.set_defaults(func=run_create)
 
@@ -109,6 +122,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     it.add_argument("--json", action="store_true")
     it.set_defaults(func=run_items)
 
+    od = qs.add_parser("order", help="list a queue's items in another order")
+    od.add_argument("name", type=plain_text)
+    od.add_argument("order", choices=ITEM_ORDERS)
+    od.add_argument("--json", action="store_true")
+    od.set_defaults(func=run_order)
+
     de = qs.add_parser("decide", help="record your decision on an item (audit trail)")
     de.add_argument("name", type=plain_text)
     de.add_argument("item", type=item_number)
@@ -120,6 +139,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )  # fmt: skip
     act.add_argument("--escalate", action="store_true", help="send to a senior moderator")
     act.add_argument("--skip", action="store_true", help="skip it (needs --note with the reason)")
+    act.add_argument(
+        "--retract", action="store_true",
+        help="undo the item's decision (a \"retracted\" entry is appended to the trail)",
+    )  # fmt: skip
     de.add_argument("--note", type=plain_text, help="your note or reason")
     de.add_argument("--json", action="store_true")
     de.set_defaults(func=run_decide)
@@ -150,11 +173,35 @@ def queues(args: argparse.Namespace) -> Iterator[QueueService]:
         session.close_history()
 
 
+def stdin_lines() -> list[str]:
+    """Standard input as UTF-8 text, one item per line (blank lines are left out later)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        text = sys.stdin.read()
+    else:
+        data = buffer.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise CliError(
+                f"Standard input is not valid UTF-8 (byte {exc.start}, line {line}); send "
+                "UTF-8 text. No queue was created."
+            ) from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def run_create(args: argparse.Namespace) -> int:
+    sources = args.sources or []
+    files = [Path(s) for s in sources if s != "-"]
+    if sources.count("-") > 1:
+        raise CliError("Give --from - (standard input) once.")
+    texts = stdin_lines() if "-" in sources else None
     with queues(args) as q:
         status = q.create(
-            args.name, [Path(s) for s in args.sources], args.policies, kind=args.kind,
-            model=args.model, effort=args.effort, text_column=args.text_column,
+            args.name, files, args.policies, kind=args.kind, model=args.model,
+            effort=args.effort, text_column=args.text_column, order=args.order,
+            history_query=args.history_query, texts=texts,
         )  # fmt: skip
     if args.json:
         print_json(status.to_json())
@@ -194,7 +241,10 @@ def run_status(args: argparse.Namespace) -> int:
         print_json(s.to_json())
         return EXIT_OK
     print(f"Queue {safe_terminal(s.name)}: {s.items} items, policies {', '.join(s.policies)}")
-    print(f"Model {s.model}, effort {s.effort or 'per policy'}, created {s.created_at[:19]}")
+    print(
+        f"Model {s.model}, effort {s.effort or 'per policy'}, items in {s.order} order, "
+        f"created {s.created_at[:19]}"
+    )
     print(_counts(s) or "empty")
     return EXIT_OK
 
@@ -220,7 +270,28 @@ def _item_line(v: ItemView) -> str:
     return f"{v.position:>5}  {v.state:<12} {grid}{decision}  {safe_terminal(preview)}"
 
 
+def run_order(args: argparse.Namespace) -> int:
+    with queues(args) as q:
+        status = q.set_order(args.name, args.order)
+    if args.json:
+        print_json({**status.to_json(), "order": status.order})
+    else:
+        print(f"Queue {safe_terminal(status.name)} lists its items in {status.order} order.")
+    return EXIT_OK
+
+
 def run_decide(args: argparse.Namespace) -> int:
+    if args.retract:
+        with queues(args) as q:
+            view = q.retract(args.name, args.item, note=args.note)
+        if args.json:
+            print_json(view.to_json())
+        else:
+            print(
+                f"Undid the decision on item {args.item} of {safe_terminal(args.name)}: it is "
+                f"{view.state} again (the trail keeps both)."
+            )
+        return EXIT_OK
     action = ("agree" if args.agree else "override" if args.override
               else "escalate" if args.escalate else "skip")  # fmt: skip
     with queues(args) as q:

@@ -10,13 +10,14 @@ the units keeps that (queues keep it in SQLite), so a killed process loses nothi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 __all__ = [
     "Backoff",
@@ -25,6 +26,7 @@ __all__ = [
     "Progress",
     "Retry",
     "RunReport",
+    "release_slot",
     "run_batch",
     "throughput",
 ]
@@ -32,6 +34,18 @@ __all__ = [
 log = logging.getLogger("safeguard.batch")
 U = TypeVar("U")
 Outcome = Literal["done", "failed", "skipped"]
+_RELEASE: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "batch_release", default=None
+)
+
+
+def release_slot() -> None:
+    """Called by `do_one` once its request to the server is over: the runner starts the
+    next unit at once while this one records its result (the server never idles while the
+    database writes). Outside a runner, or called twice, it does nothing."""
+    release = _RELEASE.get()
+    if release is not None:
+        release()
 
 
 class Retry(Exception):
@@ -155,13 +169,26 @@ class BatchRunner(Generic[U]):
             if on_progress is not None:
                 on_progress(progress())
 
+        released: set[asyncio.Future[Outcome]] = set()  # past their request: no slot held
+        wake = asyncio.Event()
+
+        def release() -> None:
+            task = asyncio.current_task()
+            if task is not None and task in in_flight and task not in released:
+                released.add(task)
+                wake.set()
+
         async def attempt(unit: U) -> Outcome:
             nonlocal retries
             attempts = 0
+            _RELEASE.set(release)  # this task's own context (ensure_future copies it)
             while True:
                 try:
                     return await do_one(unit)
                 except Retry as retry:
+                    task = asyncio.current_task()
+                    if task is not None:
+                        released.discard(task)  # trying again: it holds its slot again
                     attempts += 1
                     if retry.max_attempts is not None and attempts >= retry.max_attempts:
                         raise retry.error from None
@@ -177,17 +204,25 @@ class BatchRunner(Generic[U]):
         report()
         try:
             while todo or in_flight:
-                while todo and len(in_flight) < self.parallel and not stopping():
+                while todo and len(in_flight) - len(released) < self.parallel and not stopping():
                     unit = todo.popleft()
                     in_flight[asyncio.ensure_future(attempt(unit))] = unit
                 if not in_flight:
                     break
-                finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
+                wake.clear()
+                waker: asyncio.Future[Any] = asyncio.ensure_future(wake.wait())
+                waiting: list[asyncio.Future[Any]] = [*in_flight, waker]
+                try:
+                    finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+                    await asyncio.gather(waker, return_exceptions=True)
+                for task in [t for t in in_flight if t in finished]:
                     error = task.exception()
                     if error is not None:
                         raise error  # the others are given back below; this one too
                     in_flight.pop(task)
+                    released.discard(task)
                     counts[task.result()] += 1
                 report()
         except BaseException:

@@ -9,17 +9,23 @@ is an ordinary review in the history, recorded finished together with its link t
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import csv
 import dataclasses
+import email
+import email.policy
+import email.utils
 import io
 import json
 import logging
 import os
+import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +35,8 @@ from safeguard_desktop.core.content import (
     ContentError,
     Kind,
     content_from_dict,
+    from_text,
+    loads_json,
 )
 from safeguard_desktop.core.importers import EXTENSIONS, import_file
 from safeguard_desktop.core.policy import Policy, PolicyError, parse_policy, resolve_policy
@@ -47,12 +55,14 @@ from safeguard_desktop.services.batch_runner import (
     Progress,
     Retry,
     RunReport,
+    release_slot,
     throughput,
 )
 from safeguard_desktop.services.review import Reviewer, ReviewResult
 from safeguard_desktop.store.db import HistoryError
 from safeguard_desktop.store.queues import (
     ITEM_ACTIONS,
+    ITEM_ORDERS,
     FinishedReview,
     ItemDecision,
     ItemLink,
@@ -71,6 +81,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ITEM_ACTIONS",
+    "ITEM_ORDERS",
     "STATES",
     "Backoff",
     "EngineError",
@@ -87,6 +98,9 @@ log = logging.getLogger("safeguard.queue")
 STATES = ("pending", "classifying", "classified", "decided", "failed", "interrupted")
 OVERRIDE_LABELS = ("violation", "safe")
 MAX_NAME = 100
+# A queue from a history search takes at most this many reviews (a search matching more
+# is too broad to be one day's queue: narrow it).
+MAX_HISTORY_ITEMS = 10_000
 # A server nobody answers on is tried this often (with backoff) before the run stops.
 UNREACHABLE_ATTEMPTS = 4
 _RUNNING: set[tuple[str, int]] = set()  # (history file, queue id) run by this process now
@@ -121,6 +135,7 @@ class ItemView:
     ref: str | None
     verdicts: tuple[VerdictCell, ...]
     decision: ItemDecision | None
+    time: str | None = None  # the item's own time (UTC ISO 8601), when its content gave one
 
     @property
     def violation(self) -> bool | None:
@@ -157,6 +172,7 @@ class QueueStatus:
     effort: str | None
     created_at: str
     running: bool
+    order: str = "file"  # how items() lists the items: one of ITEM_ORDERS
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "items": self.items}
@@ -221,20 +237,41 @@ class QueueService:
         model: str | None = None,
         effort: str | None = None,
         text_column: str | None = None,
+        order: str = "file",
+        history_query: str | None = None,
+        texts: Sequence[str] | None = None,
     ) -> QueueStatus:
         """Import every item and create the queue in one transaction: a file that cannot
-        be read whole (a bad line, an item over the size limit) creates nothing."""
+        be read whole (a bad line, an item over the size limit) creates nothing.
+
+        Items come from `sources` (files or folders, in order), then from the reviews a
+        history search finds (`history_query`: newest first, one item per distinct
+        content), then from `texts` (pasted: one message per entry, blank entries left
+        out). `kind` applies to files and pasted texts; `order` is one of ITEM_ORDERS."""
         name = _check_name(name)
         if kind is not None and kind not in KINDS:
             raise QueueError(f"Unknown content kind {kind!r}: use one of {', '.join(KINDS)}.")
         if effort is not None and effort not in EFFORTS:
             raise QueueError(f"Unknown effort {effort!r}: use one of {', '.join(EFFORTS)}.")
-        if not sources:
-            raise QueueError("Give the items to review with --from FILE (or a folder).")
+        _check_order(order)
+        if not sources and history_query is None and texts is None:
+            raise QueueError(
+                "Give the items to review with --from FILE (or a folder, or - for lines on "
+                "standard input) or --from-history QUERY."
+            )
         if not policies:
             raise QueueError("Give at least one policy with --policy ID_OR_PATH.")
         resolved = self._policies(policies)
-        items = self._import(sources, kind, text_column)
+        max_bytes = int(self.session.settings["max_file_mb"]) * 1024 * 1024
+        items: list[NewItem] = []
+        if sources:
+            items += self._import(sources, kind, text_column, max_bytes)
+            if not items:
+                raise QueueError("The files hold no item to review; no queue was created.")
+        if history_query is not None:
+            items += self._from_history(history_query, max_bytes)
+        if texts is not None:
+            items += self._pasted(texts, kind, max_bytes)
         settings = self.session.settings
         try:
             row = self.store.create(
@@ -244,6 +281,7 @@ class QueueService:
                 effort=effort,
                 policies=[PolicyText(p.sha256, p.id, p.title, p.version, p.text) for p in resolved],
                 items=items,
+                order=order,
             )
         except QueueExists as exc:
             raise QueueError(str(exc)) from None
@@ -267,9 +305,8 @@ class QueueService:
         return found
 
     def _import(
-        self, sources: Sequence[Path], kind: Kind | None, text_column: str | None
+        self, sources: Sequence[Path], kind: Kind | None, text_column: str | None, max_bytes: int
     ) -> list[NewItem]:
-        max_bytes = int(self.session.settings["max_file_mb"]) * 1024 * 1024
         items: list[NewItem] = []
         for source in sources:
             for path in source_files(Path(source)):
@@ -282,24 +319,70 @@ class QueueService:
                     )
                 except ContentError as exc:
                     raise QueueError(f"{exc} No queue was created.") from None
-                for content in contents:
-                    items.append(self._item(content, path, max_bytes))
-        if not items:
-            raise QueueError("The files hold no item to review; no queue was created.")
+                times = file_times(path, contents)
+                for content, time in zip(contents, times, strict=True):
+                    where = content.source or path.name
+                    items.append(_new_item(content, where, max_bytes, time=time))
         return items
 
-    @staticmethod
-    def _item(content: Content, path: Path, max_bytes: int) -> NewItem:
-        text = content.render()
-        size = len(text.encode("utf-8"))
-        if size > max_bytes:
-            where = content.source or path.name
+    def _from_history(self, query: str, max_bytes: int) -> list[NewItem]:
+        """The content of the reviews the History's search finds, newest first, one item per
+        distinct content (its time: when that content was first reviewed)."""
+        history = self.session.history
+        if history is None:
+            raise QueueError("No history is open to search; fix the history first.")
+        if not query.strip():
             raise QueueError(
-                f"{where}: the item is {size / 2**20:.1f} MB, over the "
-                f"{max_bytes / 2**20:.0f} MB limit (setting max_file_mb); shorten or split "
-                "it. No queue was created."
+                "The history search is empty: give a word from the content, reasoning or notes."
             )
-        return NewItem(content.to_dict(), text, content.kind, content.ref, content.source)
+        found = history.search(query, limit=MAX_HISTORY_ITEMS + 1)
+        if len(found) > MAX_HISTORY_ITEMS:
+            raise QueueError(
+                f"The history search {query!r} matches more than {MAX_HISTORY_ITEMS:,} reviews, "
+                "too many for one queue; add words to narrow it. No queue was created."
+            )
+        if not found:
+            raise QueueError(
+                f"The history search {query!r} matches no review; no queue was created."
+            )
+        kept: dict[str, tuple[int, Content]] = {}
+        first_seen: dict[str, str] = {}
+        for summary in sorted(found, key=lambda r: (r.created_at, r.id), reverse=True):
+            review = history.get(summary.id)
+            if review is None:  # deleted meanwhile
+                continue
+            text = review.content_text
+            first_seen[text] = review.created_at  # oldest last: it stays
+            if text in kept:
+                continue
+            try:
+                content = content_from_dict(review.content)
+            except ContentError as exc:
+                raise QueueError(f"Review #{review.id}: {exc} No queue was created.") from None
+            kept[text] = (review.id, content)
+        return [
+            _new_item(
+                content, f"review #{review_id}", max_bytes, source=f"history:{review_id}",
+                time=item_time(first_seen[text]),
+            )
+            for text, (review_id, content) in kept.items()
+        ]  # fmt: skip
+
+    @staticmethod
+    def _pasted(texts: Sequence[str], kind: Kind | None, max_bytes: int) -> list[NewItem]:
+        items = []
+        for number, text in enumerate(texts, start=1):
+            if not text.strip():
+                continue
+            where = f"pasted item {number}"
+            try:
+                content = from_text(text, kind or "message")
+            except ContentError as exc:
+                raise QueueError(f"{where.capitalize()}: {exc} No queue was created.") from None
+            items.append(_new_item(content, where, max_bytes, source=f"pasted:{number}"))
+        if not items:
+            raise QueueError("The pasted text holds no item to review; no queue was created.")
+        return items
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -322,7 +405,7 @@ class QueueService:
         return self._status(self._queue(name))
 
     def _status(self, queue: QueueRow) -> QueueStatus:
-        counts = Counter(item.state for item in self._views(queue))
+        counts = Counter(item.state for item in self._views(queue, ordered=False))
         return QueueStatus(
             name=queue.name,
             items=sum(counts.values()),
@@ -332,30 +415,49 @@ class QueueService:
             effort=queue.effort,
             created_at=queue.created_at,
             running=self.store.runner_alive(queue),
+            order=queue.item_order,
         )
 
     def items(self, name: str, *, state: str | None = None) -> list[ItemView]:
-        """The items in queue order, each with its verdict grid and decision."""
+        """The items in the queue's order (`status().order`), each with its verdict grid and
+        decision; `ItemView.position` stays the item's place in the files."""
         if state is not None and state not in STATES:
             raise QueueError(f"Unknown state {state!r}: use one of {', '.join(STATES)}.")
         views = self._views(self._queue(name))
         return [v for v in views if state is None or v.state == state]
 
-    def _views(self, queue: QueueRow) -> list[ItemView]:
+    def set_order(self, name: str, order: str) -> QueueStatus:
+        """List the queue's items in file order, oldest first, or by verdict (ITEM_ORDERS)."""
+        _check_order(order)
+        queue = self._queue(name)
+        self.store.set_order(queue.id, order)
+        return self.status(queue.name)
+
+    def _views(
+        self, queue: QueueRow, *, only: ItemRow | None = None, ordered: bool = True
+    ) -> list[ItemView]:
+        """Every item's view (in the queue's order unless `ordered` is False), or `only`'s."""
+        item_id = None if only is None else only.id
         policies = self.store.policies(queue.id)
         by_item: dict[int, dict[str, ItemLink]] = {}
-        for link in self.store.links(queue.id):
+        for link in self.store.links(queue.id, item_id=item_id):
             cells = by_item.setdefault(link.item_id, {})
             kept = cells.get(link.policy_sha256)
             if kept is None or kept.outcome != "done":  # a finished review wins over failures
                 cells[link.policy_sha256] = link
-        decisions = self.store.decisions(queue.id)
+        decisions = self.store.decisions(queue.id, item_id=item_id)
         runner_gone = not self.store.runner_alive(queue)
-        return [
+        rows = self.store.items(queue.id) if only is None else [only]
+        views = [
             self._view(item, policies, by_item.get(item.id, {}), decisions.get(item.id),
                        runner_gone)
-            for item in self.store.items(queue.id)
+            for item in rows
         ]  # fmt: skip
+        if ordered and queue.item_order == "oldest":
+            views.sort(key=lambda v: (v.time is None, v.time or "", v.position))
+        elif ordered and queue.item_order == "verdict":
+            views.sort(key=verdict_rank)
+        return views
 
     @staticmethod
     def _view(
@@ -383,16 +485,22 @@ class QueueService:
             state = "interrupted"  # its runner was killed: the next run does it again
         return ItemView(
             item.position, state, item.content, item.text, item.external_id, tuple(cells),
-            decision,
+            decision, item.time,
         )  # fmt: skip
 
     def item(self, name: str, position: int) -> ItemView:
-        views = self.items(name)
-        if not 1 <= position <= len(views):
+        """One item by its 1-based position in the files (reads that item only)."""
+        queue = self._queue(name)
+        return self._views(queue, only=self._item_row(queue, name, position))[0]
+
+    def _item_row(self, queue: QueueRow, name: str, position: int) -> ItemRow:
+        row = self.store.item(queue.id, position)
+        if row is None:
             raise QueueError(
-                f"Queue {name!r} has items 1 to {len(views)}; there is no item {position}."
+                f"Queue {name!r} has items 1 to {self.store.item_count(queue.id)}; there is no "
+                f"item {position}."
             )
-        return views[position - 1]
+        return row
 
     # --- deciding ---------------------------------------------------------------------------
 
@@ -415,20 +523,18 @@ class QueueService:
             raise QueueError("An override needs a reason: give it with --note.")
         if action == "skip" and not note:
             raise QueueError("Skipping needs a reason: give it with --note.")
-        moderator = str(self.session.settings["moderator"] or "").strip()
-        if not moderator:
-            raise QueueError("Your moderator name is empty; set it in Settings (Moderator) first.")
+        moderator = self._moderator()
         queue = self._queue(name)
-        view = self.item(name, position)
+        row = self._item_row(queue, name, position)
+        view = self._views(queue, only=row)[0]
         if view.state not in ("classified", "decided", "failed"):
             raise QueueError(
                 f"Item {position} of {queue.name!r} is {view.state}, not classified yet: run "
                 f"`safeguard-desktop queue run {queue.name}` first."
             )
-        item_id = next(i.id for i in self.store.items(queue.id) if i.position == position)
         try:
             self.store.decide(
-                item_id,
+                row.id,
                 action=action,
                 moderator=moderator,
                 label=label if action == "override" else None,
@@ -436,7 +542,46 @@ class QueueService:
             )
         except ValueError as exc:
             raise QueueError(f"Item {position}: {exc}") from None
-        return self.item(name, position)
+        return self.item(queue.name, position)
+
+    def retract(self, name: str, position: int, *, note: str | None = None) -> ItemView:
+        """Undo the item's decision (the U key): a "retracted" entry is appended to the trail
+        of the reviews it was made on; nothing is edited or removed. The item is undecided
+        again, in the state its classification left it."""
+        note = (note or "").strip() or None
+        moderator = self._moderator()
+        queue = self._queue(name)
+        row = self._item_row(queue, name, position)
+        try:
+            self.store.retract(row.id, moderator=moderator, note=note)
+        except ValueError:
+            raise QueueError(
+                f"Item {position} of {queue.name!r} has no decision to undo."
+            ) from None
+        return self.item(queue.name, position)
+
+    def note(self, name: str, position: int, note: str) -> ItemView:
+        """Add a note to the trail of the item's reviews (the N key); its decision stays."""
+        note = note.strip()
+        if not note:
+            raise QueueError("The note is empty: write something or cancel.")
+        moderator = self._moderator()
+        queue = self._queue(name)
+        row = self._item_row(queue, name, position)
+        try:
+            self.store.add_note(row.id, moderator=moderator, note=note)
+        except ValueError:
+            raise QueueError(
+                f"Item {position} of {queue.name!r} has no review yet to add a note to: run "
+                f"`safeguard-desktop queue run {queue.name}` first."
+            ) from None
+        return self.item(queue.name, position)
+
+    def _moderator(self) -> str:
+        moderator = str(self.session.settings["moderator"] or "").strip()
+        if not moderator:
+            raise QueueError("Your moderator name is empty; set it in Settings (Moderator) first.")
+        return moderator
 
     # --- exporting and deleting -------------------------------------------------------------
 
@@ -458,7 +603,7 @@ class QueueService:
         queue = self._queue(name)
         if self.store.runner_alive(queue):
             raise QueueError(f"Queue {queue.name!r} is being run; stop that run first.")
-        count = len(self.store.items(queue.id))
+        count = self.store.item_count(queue.id)
         self.store.delete(queue.id)
         return count
 
@@ -504,6 +649,190 @@ class QueueService:
                     await asyncio.shield(asyncio.to_thread(self.store.release, queue.id))
         finally:
             _RUNNING.discard(key)
+
+
+def _check_order(order: str) -> None:
+    if order not in ITEM_ORDERS:
+        raise QueueError(f"Unknown item order {order!r}: use one of {', '.join(ITEM_ORDERS)}.")
+
+
+def _new_item(
+    content: Content,
+    where: str,
+    max_bytes: int,
+    *,
+    source: str | None = None,
+    time: str | None = None,
+) -> NewItem:
+    """The item as the queue stores it, refused when over the size limit."""
+    text = content.render()
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise QueueError(
+            f"{where}: the item is {size / 2**20:.1f} MB, over the "
+            f"{max_bytes / 2**20:.0f} MB limit (setting max_file_mb); shorten or split "
+            "it. No queue was created."
+        )
+    return NewItem(
+        content.to_dict(), text, content.kind, content.ref, source or content.source, time
+    )
+
+
+# --- item order --------------------------------------------------------------------------------
+
+_CONFIDENCE_RANK = {"low": 1.0, "medium": 2.0, "high": 3.0}
+
+
+def confidence_rank(value: str | float | None) -> float:
+    """low 1, medium 2, high 3; a number from 0 to 1 (or a percentage) on the same scale
+    (0.5 ranks as medium); 0 when there is none or it cannot be read."""
+    if value is None or isinstance(value, bool):
+        return 0.0
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _CONFIDENCE_RANK:
+            return _CONFIDENCE_RANK[word]
+        try:
+            value = float(word.rstrip("%")) / (100 if word.endswith("%") else 1)
+        except ValueError:
+            return 0.0
+    number = float(value)
+    if 1 < number <= 100:
+        number /= 100
+    return 1.0 + 2.0 * number if 0 <= number <= 1 else 0.0
+
+
+def verdict_rank(view: ItemView) -> tuple[int, float, int]:
+    """Violations first (most confident first), then items not (fully) classified, then
+    safe ones (most confident first); ties in file order. A violation's confidence is the
+    highest among the policies that say so; a safe item's the lowest of its policies'."""
+    labels = [c.label for c in view.verdicts]
+    if "violation" in labels:
+        rank = max(confidence_rank(c.confidence) for c in view.verdicts if c.label == "violation")
+        return (0, -rank, view.position)
+    if labels and all(label == "safe" for label in labels):
+        return (2, -min(confidence_rank(c.confidence) for c in view.verdicts), view.position)
+    return (1, 0.0, view.position)
+
+
+# --- an item's own time ------------------------------------------------------------------------
+
+# Fields that say when an item was written, most specific first (JSON keys, CSV headers).
+TIME_FIELDS = ("created_at", "timestamp", "date", "time", "datetime", "created", "sent_at",
+               "posted_at", "reported_at", "ts")  # fmt: skip
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def item_time(value: object) -> str | None:
+    """A time as JSON, CSV or a mail header gives it (ISO 8601, RFC 2822, Unix seconds or
+    milliseconds) as UTC ISO 8601 with microseconds, which sorts as text; a time without
+    a zone counts as UTC. None when it is not a time."""
+    if value is None or isinstance(value, bool):
+        return None
+    when: datetime | None = None
+    try:
+        if isinstance(value, int | float):
+            when = _from_epoch(float(value))
+        elif isinstance(value, str):
+            text = value.strip()
+            if _NUMBER.fullmatch(text):
+                when = _from_epoch(float(text))
+            elif text:
+                try:
+                    when = datetime.fromisoformat(text)
+                except ValueError:
+                    when = email.utils.parsedate_to_datetime(text)
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    except (ValueError, TypeError, IndexError, OverflowError, OSError):
+        return None
+
+
+def _from_epoch(seconds: float) -> datetime:
+    if abs(seconds) >= 1e11:  # milliseconds (1e11 s is the year 5138)
+        seconds /= 1000
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _record_time(record: object) -> str | None:
+    if not isinstance(record, Mapping):
+        return None
+    fields = {str(k).strip().lower(): v for k, v in record.items()}
+    for key in TIME_FIELDS:
+        if key in fields and (found := item_time(fields[key])) is not None:
+            return found
+    return None
+
+
+def file_times(path: Path, contents: Sequence[Content]) -> list[str | None]:
+    """Each imported item's own time, from the record it was read from: a JSON or JSONL
+    object's or a CSV row's time field (TIME_FIELDS), an e-mail's Date; None for the rest.
+    Best effort: the file was read whole by the importer already, and a file that changed
+    since (or any surprise) gives no times rather than an error."""
+    none: list[str | None] = [None] * len(contents)
+    ext = path.suffix.lower()
+    if ext not in (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".eml"):
+        return none
+    try:
+        data = path.read_bytes()
+        if ext == ".eml":
+            message = email.message_from_bytes(data, policy=email.policy.default)
+            return [item_time(str(message.get("Date") or ""))] * len(contents)
+        text = _decoded(data)
+        records = _records(ext, text, path.name)
+        return [_record_time(records.get(_record_key(ext, c.source or ""))) for c in contents]
+    except (ValueError, TypeError, LookupError, OSError, RecursionError, csv.Error):
+        return none
+
+
+def _record_key(ext: str, source: str) -> str:
+    """Where the importer says an item came from: "name:line" (JSONL, CSV), "name#n" (an
+    item of a JSON list) or the name alone (one JSON object)."""
+    if ext == ".json":
+        return source.rpartition("#")[2] if "#" in source else ""
+    return source.rpartition(":")[2]
+
+
+def _records(ext: str, text: str, name: str) -> dict[str, object]:
+    """The file's records by _record_key."""
+    if ext == ".json":
+        value = loads_json(text, name)
+        if isinstance(value, list):
+            return {str(n): v for n, v in enumerate(value, start=1)}
+        return {"": value}
+    if ext in (".jsonl", ".ndjson"):
+        return {
+            str(n): loads_json(line, name)
+            for n, line in enumerate(text.split("\n"), start=1)
+            if line.strip()
+        }
+    header = text.split("\n", 1)[0]  # the importer's rule: the header's commonest delimiter
+    reader = csv.reader(io.StringIO(text), delimiter=max((",", ";", "\t"), key=header.count))
+    rows: dict[str, object] = {}
+    columns: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        row = next(reader, None)
+        if row is None:
+            return rows
+        if columns is None:  # a name given twice: its first column, as the importer
+            columns = [h.strip().lower() for h in row]
+        else:
+            rows[str(start)] = dict(reversed(list(zip(columns, row, strict=False))))
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+
+
+def _decoded(data: bytes) -> str:
+    """The text as the importer read it (BOM-marked UTF-16/32, else UTF-8; newlines \\n)."""
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    text = data.decode(encoding, "replace").removeprefix("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 class _Job:
@@ -575,16 +904,22 @@ class _Job:
             self.items_done += 1
 
     async def do_one(self, unit: Unit) -> Outcome:
-        if not await asyncio.to_thread(self.store.start, unit):
-            self._finished(unit)
-            return "skipped"
         policy = self.policies[unit.policy_sha256]
         item = unit.item_id
         # Units of one item may be in flight together; the item's state follows its links
         # once the last of them is recorded (by that one: "the last one out settles").
         self.in_flight[item] += 1
         try:
-            result = await self.reviewer.review(policy, content_from_dict(unit.content))
+            # The item is marked classifying while its request is already on its way (the
+            # server's slot does not wait for the database); the mark is settled first.
+            starting = asyncio.ensure_future(asyncio.to_thread(self.store.start, unit))
+            try:
+                result = await self.reviewer.review(policy, content_from_dict(unit.content))
+            finally:
+                await asyncio.gather(starting, return_exceptions=True)
+            if not starting.result():  # decided or done meanwhile: nothing to record
+                self._finished(unit)
+                return "skipped"
             error = result.error
             if isinstance(error, QueueFull):
                 raise Retry(error)
@@ -592,6 +927,7 @@ class _Job:
                 raise Retry(error, max_attempts=UNREACHABLE_ATTEMPTS)
             if isinstance(error, ModelMissing | Unauthorized):
                 raise error  # no later item can do better: stop the run
+            release_slot()  # the request is over: the next unit starts while this records
             settle = self.in_flight[item] == 1
             review_id = await asyncio.to_thread(
                 self.store.record, unit, self._finished_review(result), settle=settle

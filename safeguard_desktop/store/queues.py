@@ -21,9 +21,12 @@ from safeguard_desktop import processes
 
 from .db import format_utc, utc_now, write_txn
 from .history import History, append_decision, insert_review, write_outcome
+from .schema import RETRACTED
 
 __all__ = [
     "ITEM_ACTIONS",
+    "ITEM_ORDERS",
+    "RETRACTED",
     "FinishedReview",
     "ItemDecision",
     "ItemLink",
@@ -37,9 +40,13 @@ __all__ = [
     "Unit",
 ]
 
-# The trail actions that decide a queue item (a plain note does not); the latest one counts.
+# The trail actions that decide a queue item (a plain note does not); the latest one counts,
+# and a "retracted" one (an undo) cancels every decision before it: the item is undecided.
 ITEM_ACTIONS = ("agree", "override", "escalate", "skip")
-_ITEM_ACTIONS_SQL = f"({', '.join(repr(a) for a in ITEM_ACTIONS)})"
+_DECIDING_SQL = f"({', '.join(repr(a) for a in (*ITEM_ACTIONS, RETRACTED))})"
+# How a queue lists its items: by position in the files, oldest first (the item's own time,
+# items without one after, in file order), or by verdict and confidence once classified.
+ITEM_ORDERS = ("file", "oldest", "verdict")
 
 
 class QueueExists(ValueError):
@@ -88,6 +95,7 @@ class NewItem:
     kind: str
     external_id: str | None = None
     source: str | None = None
+    time: str | None = None  # the item's own time, UTC ISO 8601 (sorts as text)
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,7 @@ class ItemRow:
     kind: str
     external_id: str | None
     source: str | None
+    time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,8 +194,10 @@ class Queues:
         effort: str | None,
         policies: Sequence[PolicyText],
         items: Sequence[NewItem],
+        order: str = "file",
     ) -> QueueRow:
         """The queue with its policies and items, all in one transaction or nothing."""
+        _check_order(order)
         now = utc_now()
         with self.history.connection() as conn, write_txn(conn):
             if conn.execute("SELECT 1 FROM queues WHERE name = ?", (name,)).fetchone():
@@ -195,9 +206,9 @@ class Queues:
                     f"it with `safeguard-desktop queue delete {name}`."
                 )
             cur = conn.execute(
-                "INSERT INTO queues (name, created_at, moderator, model, effort) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, now, moderator, model, effort),
+                "INSERT INTO queues (name, created_at, moderator, model, effort, item_order) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, now, moderator, model, effort, order),
             )
             queue_id = cast(int, cur.lastrowid)
             for position, p in enumerate(policies, start=1):
@@ -214,10 +225,10 @@ class Queues:
                 )
             conn.executemany(
                 "INSERT INTO queue_items (queue_id, position, content_json, content_text, "
-                "content_kind, external_id, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "content_kind, external_id, source, item_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (queue_id, n, json.dumps(dict(it.content), ensure_ascii=False), it.text,
-                     it.kind, it.external_id, it.source)
+                     it.kind, it.external_id, it.source, it.time)
                     for n, it in enumerate(items, start=1)
                 ),
             )  # fmt: skip
@@ -234,6 +245,12 @@ class Queues:
         with self.history.connection() as conn:
             rows = conn.execute("SELECT * FROM queues ORDER BY id DESC").fetchall()
         return [_queue(r) for r in rows]
+
+    def set_order(self, queue_id: int, order: str) -> None:
+        """How the queue lists its items (one of ITEM_ORDERS)."""
+        _check_order(order)
+        with self.history.connection() as conn, write_txn(conn):
+            conn.execute("UPDATE queues SET item_order = ? WHERE id = ?", (order, queue_id))
 
     def delete(self, queue_id: int) -> None:
         """The queue, its items and links; the reviews and the decision trail stay."""
@@ -253,13 +270,29 @@ class Queues:
     # --- reading items ----------------------------------------------------------------------
 
     def items(self, queue_id: int) -> list[ItemRow]:
+        """Every item, by position."""
         with self.history.connection() as conn:
             rows = conn.execute(
-                "SELECT id, position, state, content_json, content_text, content_kind, "
-                "external_id, source FROM queue_items WHERE queue_id = ? ORDER BY position",
+                f"SELECT {_ITEM_COLUMNS} FROM queue_items WHERE queue_id = ? ORDER BY position",
                 (queue_id,),
             ).fetchall()
-        return [ItemRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+        return [_item(r) for r in rows]
+
+    def item(self, queue_id: int, position: int) -> ItemRow | None:
+        """The item at this 1-based position, None when there is none."""
+        with self.history.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM queue_items WHERE queue_id = ? AND position = ?",
+                (queue_id, position),
+            ).fetchone()
+        return None if row is None else _item(row)
+
+    def item_count(self, queue_id: int) -> int:
+        with self.history.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM queue_items WHERE queue_id = ?", (queue_id,)
+            ).fetchone()
+        return int(row[0])
 
     def state_counts(self, queue_id: int) -> dict[str, int]:
         with self.history.connection() as conn:
@@ -269,33 +302,37 @@ class Queues:
             ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def links(self, queue_id: int) -> list[ItemLink]:
-        """Every review linked to the queue's items, oldest link first."""
+    def links(self, queue_id: int, *, item_id: int | None = None) -> list[ItemLink]:
+        """Every review linked to the queue's items (or to the one item), oldest link first."""
+        where, params = _only(queue_id, item_id)
         with self.history.connection() as conn:
             rows = conn.execute(
                 "SELECT l.item_id, l.policy_sha256, l.review_id, l.outcome, "
                 "CASE WHEN r.id IS NULL THEN NULL WHEN l.outcome = 'failed' THEN 'failed' "
                 "ELSE coalesce(r.verdict_label, 'unparsed') END, r.rule_ids, r.confidence "
                 "FROM queue_item_reviews l JOIN queue_items i ON i.id = l.item_id "
-                "LEFT JOIN reviews r ON r.id = l.review_id WHERE i.queue_id = ? ORDER BY l.id",
-                (queue_id,),
+                f"LEFT JOIN reviews r ON r.id = l.review_id WHERE {where} ORDER BY l.id",
+                params,
             ).fetchall()
         return [
             ItemLink(r[0], r[1], r[2], r[3], r[4], tuple(str(r[5] or "").split()), r[6])
             for r in rows
         ]
 
-    def decisions(self, queue_id: int) -> dict[int, ItemDecision]:
-        """Each decided item's latest deciding entry of the trail, by item id."""
+    def decisions(self, queue_id: int, *, item_id: int | None = None) -> dict[int, ItemDecision]:
+        """Each decided item's latest deciding entry of the trail, by item id (of the one
+        item only, with `item_id`). An item whose latest entry is a retraction is undecided."""
+        where, params = _only(queue_id, item_id)
         with self.history.connection() as conn:
             rows = conn.execute(
                 "SELECT l.item_id, d.action, d.label, d.note, d.moderator, d.at, d.id "
                 "FROM decisions d JOIN queue_item_reviews l ON l.review_id = d.review_id "
-                "JOIN queue_items i ON i.id = l.item_id "
-                f"WHERE i.queue_id = ? AND d.action IN {_ITEM_ACTIONS_SQL} ORDER BY d.id",
-                (queue_id,),
+                f"JOIN queue_items i ON i.id = l.item_id WHERE {where} "
+                f"AND d.action IN {_DECIDING_SQL} ORDER BY d.id",
+                params,
             ).fetchall()
-        return {int(r[0]): ItemDecision(*r[1:]) for r in rows}
+        latest = {int(r[0]): ItemDecision(*r[1:]) for r in rows}
+        return {item: d for item, d in latest.items() if d.action != RETRACTED}
 
     # --- running ----------------------------------------------------------------------------
 
@@ -341,13 +378,16 @@ class Queues:
         """What is left to classify, in queue order: every (item, policy) of an undecided
         item without a finished review (failed attempts are tried again)."""
         with self.history.connection() as conn:
+            # "oldest" is known before classifying, so the run follows it; "verdict" is not.
             rows = conn.execute(
                 "SELECT i.id, i.position, p.policy_sha256, i.content_json "
                 "FROM queue_items i JOIN queue_policies p ON p.queue_id = i.queue_id "
+                "JOIN queues q ON q.id = i.queue_id "
                 "WHERE i.queue_id = ? AND i.state != 'decided' AND NOT EXISTS (SELECT 1 FROM "
                 "queue_item_reviews l WHERE l.item_id = i.id "
                 "AND l.policy_sha256 = p.policy_sha256 AND l.outcome = 'done') "
-                "ORDER BY i.position, p.position",
+                "ORDER BY CASE WHEN q.item_order = 'oldest' THEN i.item_time IS NULL END, "
+                "CASE WHEN q.item_order = 'oldest' THEN i.item_time END, i.position, p.position",
                 (queue_id,),
             ).fetchall()
         return [Unit(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
@@ -456,13 +496,7 @@ class Queues:
         if action not in ITEM_ACTIONS:
             raise ValueError(f"Unknown action {action!r}: use one of {', '.join(ITEM_ACTIONS)}.")
         with self.history.connection() as conn, write_txn(conn):
-            links = conn.execute(
-                "SELECT l.review_id, l.outcome FROM queue_item_reviews l "
-                "JOIN reviews r ON r.id = l.review_id WHERE l.item_id = ? ORDER BY l.id",
-                (item_id,),
-            ).fetchall()
-            done = [int(r[0]) for r in links if r[1] == "done"]
-            targets = done or [int(r[0]) for r in links]
+            targets = self._targets(conn, item_id)
             if not targets:
                 raise ValueError("This item has no review in the history to decide on.")
             ids = [
@@ -473,3 +507,80 @@ class Queues:
             ]
             conn.execute("UPDATE queue_items SET state = 'decided' WHERE id = ?", (item_id,))
         return ids
+
+    def add_note(self, item_id: int, *, moderator: str, note: str) -> list[int]:
+        """A sealed "note" entry on the reviews a decision would go on, all or none; the
+        item's decision and state stay as they are. ValueError when it has no review."""
+        with self.history.connection() as conn, write_txn(conn):
+            targets = self._targets(conn, item_id)
+            if not targets:
+                raise ValueError("This item has no review in the history to note on yet.")
+            return [
+                append_decision(conn, review_id, action="note", moderator=moderator, note=note)
+                for review_id in targets
+            ]
+
+    @staticmethod
+    def _targets(conn: sqlite3.Connection, item_id: int) -> list[int]:
+        """The item's finished reviews still in the history (its failed ones when none)."""
+        links = conn.execute(
+            "SELECT l.review_id, l.outcome FROM queue_item_reviews l "
+            "JOIN reviews r ON r.id = l.review_id WHERE l.item_id = ? ORDER BY l.id",
+            (item_id,),
+        ).fetchall()
+        done = [int(r[0]) for r in links if r[1] == "done"]
+        return done or [int(r[0]) for r in links]
+
+    def retract(self, item_id: int, *, moderator: str, note: str | None = None) -> list[int]:
+        """Undo the item's decision by appending: one sealed "retracted" entry on each of its
+        reviews whose latest entry decides (the reviews its decision was made on), all or
+        none. The item is undecided again and back in the state its links give (classified,
+        failed or pending). Returns the entries' ids.
+
+        ValueError when the item has no decision to undo.
+        """
+        with self.history.connection() as conn, write_txn(conn):
+            rows = conn.execute(
+                "SELECT l.review_id, d.action FROM queue_item_reviews l "
+                "JOIN decisions d ON d.review_id = l.review_id "
+                f"WHERE l.item_id = ? AND d.action IN {_DECIDING_SQL} ORDER BY d.id",
+                (item_id,),
+            ).fetchall()
+            if not rows or rows[-1][1] == RETRACTED:
+                raise ValueError("This item has no decision to undo.")
+            latest: dict[int, str] = {}
+            for review_id, action in rows:
+                latest[int(review_id)] = str(action)
+            ids = [
+                append_decision(conn, review_id, action=RETRACTED, moderator=moderator, note=note)
+                for review_id, action in latest.items()
+                if action != RETRACTED
+            ]
+            cur = conn.execute(
+                "UPDATE queue_items SET state = 'pending' WHERE id = ? AND state = 'decided'",
+                (item_id,),
+            )
+            if cur.rowcount:
+                self._settle(conn, item_id)
+        return ids
+
+
+_ITEM_COLUMNS = (
+    "id, position, state, content_json, content_text, content_kind, external_id, source, item_time"
+)
+
+
+def _item(r: sqlite3.Row) -> ItemRow:
+    return ItemRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8])
+
+
+def _only(queue_id: int, item_id: int | None) -> tuple[str, tuple[int, ...]]:
+    """The WHERE clause for a queue's links (l) and items (i), or one item's (by its index)."""
+    if item_id is None:
+        return "i.queue_id = ?", (queue_id,)
+    return "i.queue_id = ? AND l.item_id = ?", (queue_id, item_id)
+
+
+def _check_order(order: str) -> None:
+    if order not in ITEM_ORDERS:
+        raise ValueError(f"Unknown item order {order!r}: use one of {', '.join(ITEM_ORDERS)}.")

@@ -194,18 +194,26 @@ _SEAL_JSON = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))  # made 
 # delete, purge, restore, repair) and the summary columns of `reviews` they give.
 SUMMARY_ACTIONS = "('agree', 'override', 'escalate')"
 NOTE_ACTIONS = "('agree', 'override', 'escalate', 'note')"
+# An appended undo (step 5): it cancels every decision before it on its review, which is
+# undecided again. The trail stays append-only: nothing is edited or removed to undo.
+RETRACTED = "retracted"
+_LAST_ACTIONS = "('agree', 'override', 'escalate', 'retracted')"
 
 
 def derived_summary(review_id: str) -> tuple[str, str, str]:
     """SQL for (escalated, last_decision, notes) of the review whose id is `review_id`,
-    read from its decisions: the only source of those columns."""
+    read from its decisions: the only source of those columns.
+
+    escalated: an escalate after the latest retraction; last_decision: the latest of the
+    SUMMARY_ACTIONS and retractions, NULL when that is a retraction (or there is none)."""
     escalated = (
         f"EXISTS (SELECT 1 FROM decisions d WHERE d.review_id = {review_id} "
-        "AND d.action = 'escalate')"
+        "AND d.action = 'escalate' AND NOT EXISTS (SELECT 1 FROM decisions x "
+        f"WHERE x.review_id = {review_id} AND x.action = 'retracted' AND x.id > d.id))"
     )
     last = (
-        f"(SELECT d.action FROM decisions d WHERE d.review_id = {review_id} "
-        f"AND d.action IN {SUMMARY_ACTIONS} ORDER BY d.id DESC LIMIT 1)"
+        f"(SELECT nullif(d.action, 'retracted') FROM decisions d WHERE d.review_id = {review_id} "
+        f"AND d.action IN {_LAST_ACTIONS} ORDER BY d.id DESC LIMIT 1)"
     )
     notes = (
         "coalesce((SELECT group_concat(n.note, char(10)) FROM (SELECT d.note AS note "
@@ -215,10 +223,34 @@ def derived_summary(review_id: str) -> tuple[str, str, str]:
     return escalated, last, notes
 
 
-_DERIVED_NEW = derived_summary("new.id")
+def _summary_update_trigger(escalated: str, last: str, notes: str) -> str:
+    return (
+        "CREATE TRIGGER reviews_summary_update "
+        "BEFORE UPDATE OF escalated, last_decision, notes ON reviews "
+        f"WHEN new.escalated IS NOT {escalated} OR new.last_decision IS NOT {last} "
+        f"OR new.notes IS NOT {notes} "
+        "BEGIN SELECT RAISE(ABORT, 'review summaries follow the decision trail'); END"
+    )
+
+
+# reviews_summary_update as steps 3 and 4 defined it (before retractions), frozen: step 3
+# writes exactly this, and step 5 replaces it only where a history still has it unaltered.
+SUMMARY_UPDATE_V3 = (
+    "CREATE TRIGGER reviews_summary_update BEFORE UPDATE OF escalated, last_decision, notes "
+    "ON reviews WHEN new.escalated IS NOT EXISTS (SELECT 1 FROM decisions d "
+    "WHERE d.review_id = new.id AND d.action = 'escalate') "
+    "OR new.last_decision IS NOT (SELECT d.action FROM decisions d WHERE d.review_id = new.id "
+    "AND d.action IN ('agree', 'override', 'escalate') ORDER BY d.id DESC LIMIT 1) "
+    "OR new.notes IS NOT coalesce((SELECT group_concat(n.note, char(10)) FROM "
+    "(SELECT d.note AS note FROM decisions d WHERE d.review_id = new.id "
+    "AND d.action IN ('agree', 'override', 'escalate', 'note') AND d.note IS NOT NULL "
+    "ORDER BY d.id) n), '') "
+    "BEGIN SELECT RAISE(ABORT, 'review summaries follow the decision trail'); END"
+)
 
 # The triggers that protect the trail, by name; checked and re-created at every open.
-# Entries may be added; changing one changes step 3's meaning: add a step instead.
+# Entries may be added; changing one changes the meaning of the step that created it: add a
+# step that replaces it instead (as step 5 does for reviews_summary_update).
 PROTECTING_TRIGGERS: dict[str, str] = {
     "decisions_no_update": "CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions "
     "BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END",
@@ -231,11 +263,7 @@ PROTECTING_TRIGGERS: dict[str, str] = {
     "reviews_summary_insert": "CREATE TRIGGER reviews_summary_insert BEFORE INSERT ON reviews "
     "WHEN new.escalated IS NOT 0 OR new.last_decision IS NOT NULL OR new.notes IS NOT '' "
     "BEGIN SELECT RAISE(ABORT, 'review summaries follow the decision trail'); END",
-    "reviews_summary_update": "CREATE TRIGGER reviews_summary_update "
-    "BEFORE UPDATE OF escalated, last_decision, notes ON reviews "
-    f"WHEN new.escalated IS NOT {_DERIVED_NEW[0]} OR new.last_decision IS NOT {_DERIVED_NEW[1]} "
-    f"OR new.notes IS NOT {_DERIVED_NEW[2]} "
-    "BEGIN SELECT RAISE(ABORT, 'review summaries follow the decision trail'); END",
+    "reviews_summary_update": _summary_update_trigger(*derived_summary("new.id")),
 }
 
 
@@ -292,7 +320,7 @@ _MIGRATION_3: tuple[Step, ...] = (
     _seal_existing_decisions,
     PROTECTING_TRIGGERS["decisions_no_replace"],
     PROTECTING_TRIGGERS["reviews_summary_insert"],
-    PROTECTING_TRIGGERS["reviews_summary_update"],
+    SUMMARY_UPDATE_V3,
 )
 
 
@@ -369,9 +397,39 @@ _MIGRATION_4: tuple[Step, ...] = (
     """,
 )
 
+
+# --- 5: undo as an appended retraction, and the item's own time --------------------------
+# A "retracted" entry cancels every decision before it on its review (the queue's U key):
+# the list's summary follows, so reviews_summary_update gets the definition that knows it.
+# queue_items.item_time: when the item itself was written (a JSONL "created_at", an e-mail's
+# Date), in UTC, for the "oldest first" order; NULL when the content does not say.
+
+
+def _summary_knows_retractions(conn: sqlite3.Connection) -> None:
+    """Replace step 3's reviews_summary_update by the current one and recompute the summary
+    of every review with a retraction. A trigger already missing or altered is dropped and
+    left missing: the next open re-creates it and records the repair, as for any tampering."""
+    present = trigger_sql(conn).get("reviews_summary_update")
+    conn.execute("DROP TRIGGER IF EXISTS reviews_summary_update")
+    known = (SUMMARY_UPDATE_V3, PROTECTING_TRIGGERS["reviews_summary_update"])
+    if present in {" ".join(sql.split()) for sql in known}:
+        conn.execute(PROTECTING_TRIGGERS["reviews_summary_update"])
+    escalated, last, notes = derived_summary("reviews.id")
+    conn.execute(
+        f"UPDATE reviews SET escalated = {escalated}, last_decision = {last}, notes = {notes} "
+        "WHERE id IN (SELECT review_id FROM decisions WHERE action = 'retracted')"
+    )
+
+
+_MIGRATION_5: tuple[Step, ...] = (
+    _summary_knows_retractions,
+    "ALTER TABLE queue_items ADD COLUMN item_time TEXT",
+)
+
 MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     _MIGRATION_1,
     _MIGRATION_2,
     _MIGRATION_3,
     _MIGRATION_4,
+    _MIGRATION_5,
 )
