@@ -37,6 +37,7 @@ def _run_gui(args: argparse.Namespace) -> int:
     from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
     from safeguard_desktop.ui.history_integration import install as install_history
     from safeguard_desktop.ui.main_window import MainWindow
+    from safeguard_desktop.ui.queue_integration import install as install_queues
     from safeguard_desktop.ui.server_integration import install as install_server
     from safeguard_desktop.ui.theme import app_icon, apply_theme
 
@@ -54,6 +55,7 @@ def _run_gui(args: argparse.Namespace) -> int:
     window = MainWindow(ctx)
     install_history(window, ctx)
     server = install_server(window, ctx)  # noqa: F841 (kept alive with the window)
+    install_queues(window, ctx)
     collector = MainThreadGC(parent=app)
     collector.start()
 

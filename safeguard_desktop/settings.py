@@ -191,6 +191,27 @@ REGISTRY: tuple[Setting, ...] = (
         label="Mask quotes in reasoning",
     ),
     _S(
+        "mask_categories",
+        str,
+        "",
+        "With masking on, mask only queue items the model found violating under these rule "
+        "ids or categories (comma-separated, e.g. SH, V2; sub-rules included) and items not "
+        "classified yet; empty masks every item.",
+        "Moderator",
+        label="Mask only these categories",
+    ),
+    _S(
+        "break_minutes",
+        int,
+        0,
+        "Remind me to take a break after this many minutes of continuous reviewing in a "
+        "queue (0: no reminder). A pause of 5 minutes counts as a break.",
+        "Moderator",
+        minimum=0,
+        maximum=480,
+        label="Break reminder (minutes)",
+    ),
+    _S(
         "policy_folder",
         str,
         "",

@@ -12,6 +12,7 @@ Signals:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from safeguard_desktop.qt import (
     QAction,
+    QApplication,
     QCloseEvent,
     QFileDialog,
     QGuiApplication,
@@ -36,6 +38,7 @@ from safeguard_desktop.qt import (
 from safeguard_desktop.services.review import ReviewResult
 from safeguard_desktop.services.session import ServerHealth, Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
+from safeguard_desktop.ui.command_palette import CommandPalette
 from safeguard_desktop.ui.review_view import ReviewView
 from safeguard_desktop.ui.server_monitor import ServerMonitor, human_bytes
 from safeguard_desktop.ui.shortcuts import ShortcutsDialog, collect_shortcuts
@@ -67,6 +70,7 @@ class MainWindow(QMainWindow):
         self._status: dict[str, QLabel] = {}
         self._view_actions: list[QAction] = []
         self.shortcuts_dialog: ShortcutsDialog | None = None
+        self.command_palette: CommandPalette | None = None
 
         self.views = QTabWidget(self)
         self.views.setObjectName("views")
@@ -192,7 +196,7 @@ class MainWindow(QMainWindow):
         self.effort_action = self.add_action(
             "Revie&w", "Cycle reasoning &effort", self._cycle_effort, ["Ctrl+E"]
         )
-        self.add_action("Revie&w", "Focus content &editor", review.focus_editor, ["Ctrl+K"])
+        self.add_action("Revie&w", "Focus content &editor", review.focus_editor, ["Ctrl+Shift+K"])
         self.reveal_action = self.add_action(
             "Revie&w",
             "&Reveal hidden content",
@@ -202,6 +206,10 @@ class MainWindow(QMainWindow):
         )
         self.reveal_action.setAutoRepeat(False)
         self.add_action("&Help", "&Keyboard shortcuts", self.show_shortcuts, ["F1"])
+        self.palette_action = self.add_action(
+            "&Help", "&Command palette…", self.show_palette, ["Ctrl+K"],
+            tip="Every action of every menu: type a few letters, Enter runs it",
+        )  # fmt: skip
         self.add_action("&Help", "&About Safeguard Desktop", self._about)
 
     def _build_status_bar(self) -> None:
@@ -285,6 +293,27 @@ class MainWindow(QMainWindow):
         dialog = ShortcutsDialog(collect_shortcuts(menus), self)
         dialog.show()
         self.shortcuts_dialog = dialog
+
+    def show_palette(self) -> None:
+        if self.command_palette is not None and self.command_palette.isVisible():
+            self.command_palette.search.setFocus()
+            return
+        menus = [self._menus[k] for k in self._menus]
+        before = QApplication.focusWidget()
+        palette = self.command_palette = CommandPalette(menus, self)
+        palette.finished.connect(lambda _code: self._palette_closed(palette, before))
+        palette.open()
+        palette.search.setFocus()
+
+    def _palette_closed(self, palette: CommandPalette, before: QWidget | None) -> None:
+        """The keys go back where they were (a queue's single keys work at once)."""
+        if self.command_palette is palette:
+            self.command_palette = None
+        palette.deleteLater()
+        self.activateWindow()
+        if before is not None and before.window() is self:
+            with contextlib.suppress(RuntimeError):  # deleted while the palette was open
+                before.setFocus(Qt.FocusReason.PopupFocusReason)
 
     def _about(self) -> None:
         from safeguard_desktop import __version__

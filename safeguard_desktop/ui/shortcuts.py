@@ -27,7 +27,7 @@ class ShortcutEntry:
     keys: str
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     return text.replace("&&", "\0").replace("&", "").replace("\0", "&").rstrip(".…")
 
 
@@ -38,18 +38,18 @@ def collect_shortcuts(
     entries: list[ShortcutEntry] = []
     seen: set[int] = set()
     for menu in menus:
-        group = _clean(menu.title())
+        group = clean_text(menu.title())
         for action in menu.actions():
             if action.isSeparator() or id(action) in seen:
                 continue
             seen.add(id(action))
             keys = [s.toString(QKeySequence.SequenceFormat.NativeText) for s in action.shortcuts()]
             if keys:
-                entries.append(ShortcutEntry(group, _clean(action.text()), ", ".join(keys)))
+                entries.append(ShortcutEntry(group, clean_text(action.text()), ", ".join(keys)))
     for action in extra or []:
         keys = [s.toString(QKeySequence.SequenceFormat.NativeText) for s in action.shortcuts()]
         if keys and id(action) not in seen:
-            entries.append(ShortcutEntry("Other", _clean(action.text()), ", ".join(keys)))
+            entries.append(ShortcutEntry("Other", clean_text(action.text()), ", ".join(keys)))
     return entries
 
 

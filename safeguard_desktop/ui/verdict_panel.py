@@ -42,6 +42,9 @@ BADGE_TEXT = {
 }
 
 
+CLASSIFY_HINT = "Press Ctrl+Enter to classify the content against the policy."
+
+
 def plain_label(parent: QWidget, name: str = "", *, wrap: bool = True) -> QLabel:
     label = QLabel(parent)
     label.setTextFormat(Qt.TextFormat.PlainText)
@@ -151,10 +154,10 @@ class VerdictPanel(QFrame):
         self.set_chips(())
         self.save_button.hide()
 
-    def clear(self) -> None:
+    def clear(self, hint: str = CLASSIFY_HINT) -> None:
         self._reset_fields()
         self._set_state("idle")
-        self._show(self.meta, "Press Ctrl+Enter to classify the content against the policy.")
+        self._show(self.meta, hint)
 
     def set_running(self, model: str, effort: str) -> None:
         self._reset_fields()
