@@ -16,6 +16,7 @@ from typing import Any
 from safeguard_desktop import __version__, egress, paths
 from safeguard_desktop.cli import (
     classify_cmd,
+    eval_cmd,
     history_cmd,
     models_cmd,
     policies_cmd,
@@ -26,7 +27,7 @@ from safeguard_desktop.cli.common import CliError, add_host_argument, setup_logg
 from safeguard_desktop.cli.terminal import SafeStream
 
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd, queue_cmd]
+COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd, queue_cmd, eval_cmd]
 # Top-level options also accepted after any subcommand (`--version` stays top-level only).
 GLOBAL_DESTS = ("data_dir", "verbose", "host")
 

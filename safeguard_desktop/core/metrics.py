@@ -142,7 +142,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> Interval | None:
     denominator = 1 + z2 / n
     centre = (p + z2 / (2 * n)) / denominator
     half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n successes one bound is exact: no rounding residue such as 1e-17.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
 
 
 def cohen_kappa(tp: int, fp: int, tn: int, fn: int) -> float | None:

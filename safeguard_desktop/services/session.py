@@ -30,6 +30,7 @@ from safeguard_desktop.engine.endpoint import (
 )
 from safeguard_desktop.engine.errors import EngineError, ServerUnreachable
 from safeguard_desktop.engine.models import LoadedModel
+from safeguard_desktop.services.evaluation import EvaluationService
 from safeguard_desktop.services.history_service import HistoryService
 from safeguard_desktop.services.models_service import ModelsService
 from safeguard_desktop.services.queue_service import QueueService
@@ -37,6 +38,7 @@ from safeguard_desktop.services.review import Reviewer, ReviewOptions
 from safeguard_desktop.services.server_service import ServerLifecycle, ServerService
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.db import HistoryError
+from safeguard_desktop.store.evaluations import Evaluations
 from safeguard_desktop.store.queues import Queues
 
 __all__ = [
@@ -297,6 +299,16 @@ class Session:
                 "io", "No history is open, and review queues are kept in it: fix the history first."
             )
         return QueueService(self, Queues(self.history.store))
+
+    # -- the policy workbench ------------------------------------------------------------------
+    def evaluations(self) -> EvaluationService:
+        """Labelled sets and evaluation runs, kept in this session's history. Raises
+        `HistoryError` when no history is open (the session's warnings say why)."""
+        if self.history is None:
+            raise HistoryError(
+                "io", "No history is open, and evaluations are kept in it: fix the history first."
+            )
+        return EvaluationService(self, Evaluations(self.history.store))
 
     # -- policies and models -----------------------------------------------------------------
     def policy_folders(self) -> list[Path]:

@@ -15,7 +15,7 @@ from safeguard_desktop.core.vocabulary import REVIEW_STATUSES, VERDICT_LABELS
 
 from .db import format_utc
 
-SOURCES = ("gui", "cli", "queue")
+SOURCES = ("gui", "cli", "queue", "eval")
 DECISION_ACTIONS = ("agree", "override", "escalate", "note")
 # Trail entries the app writes itself: a review deleted, a purge, a restore (no review), a
 # repair of the trail's protection (no review).

@@ -426,10 +426,15 @@ _MIGRATION_5: tuple[Step, ...] = (
     "ALTER TABLE queue_items ADD COLUMN item_time TEXT",
 )
 
+# 6: labelled sets and evaluation runs (the policy workbench), defined in evaluations.py
+# beside the code that reads those tables.
+from .evaluations import MIGRATION_EVALUATIONS  # noqa: E402 (beside the tuple it extends)
+
 MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     _MIGRATION_1,
     _MIGRATION_2,
     _MIGRATION_3,
     _MIGRATION_4,
     _MIGRATION_5,
+    MIGRATION_EVALUATIONS,
 )
