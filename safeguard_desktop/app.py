@@ -40,6 +40,7 @@ def _run_gui(args: argparse.Namespace) -> int:
     from safeguard_desktop.ui.queue_integration import install as install_queues
     from safeguard_desktop.ui.server_integration import install as install_server
     from safeguard_desktop.ui.theme import app_icon, apply_theme
+    from safeguard_desktop.ui.workbench_integration import install as install_workbench
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
@@ -56,6 +57,7 @@ def _run_gui(args: argparse.Namespace) -> int:
     install_history(window, ctx)
     server = install_server(window, ctx)  # noqa: F841 (kept alive with the window)
     install_queues(window, ctx)
+    install_workbench(window, ctx)
     collector = MainThreadGC(parent=app)
     collector.start()
 
