@@ -8,6 +8,7 @@ user, which moderator name is recorded). ui/ and cli/ go through here, never to 
 from __future__ import annotations
 
 import builtins
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +26,8 @@ from safeguard_desktop.store.records import (
 from safeguard_desktop.store.trail import TrailProblem, TrailReport
 
 __all__ = [
+    "NEEDS_VERDICT",
+    "DuplicateDecision",
     "MAX_ID",
     "Decision",
     "Filters",
@@ -49,6 +52,24 @@ START_WINDOW = 10_000
 def check_date(text: str) -> str:
     """`text` when the history filters can read it as a date; ValueError saying what to use."""
     return check_moment(text)
+
+
+# Decisions that judge the model's verdict: a review without one cannot take them.
+NEEDS_VERDICT = ("agree", "override")
+
+
+class DuplicateDecision(ValueError):
+    """The same decision was just recorded on this review (nothing was appended)."""
+
+
+def _seconds_since(at: str) -> float:
+    try:
+        then = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 class HistoryService:
@@ -125,7 +146,26 @@ class HistoryService:
         moderator: str,
         label: str | None = None,
         note: str | None = None,
+        repeat_window_s: float = 0.0,
     ) -> int:
+        """Append one decision. ValueError (one line, what to do) when the review has no
+        verdict to agree with or override, or when the same moderator recorded the very same
+        decision on it less than `repeat_window_s` seconds ago (a double key press)."""
+        review = self.store.get(review_id)
+        if review is None:
+            raise KeyError(review_id)
+        if action in NEEDS_VERDICT and review.verdict_label not in ("violation", "safe"):
+            state = (review.verdict_label or review.status).upper()
+            raise ValueError(
+                f"Review #{review_id} has no verdict ({state}): there is nothing to {action}. "
+                "Re-run it, or escalate it or add a note."
+            )
+        if repeat_window_s > 0 and review.decisions:
+            last = review.decisions[-1]
+            same = (last.action, last.label, last.note or "", last.moderator) == (
+                action, label, (note or "").strip(), moderator)  # fmt: skip
+            if same and _seconds_since(last.at) < repeat_window_s:
+                raise DuplicateDecision(f"Already recorded: {action} on review #{review_id}.")
         return self.store.add_decision(
             review_id, action=action, moderator=moderator, label=label, note=note
         )

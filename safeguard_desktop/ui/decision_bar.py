@@ -15,6 +15,8 @@ from safeguard_desktop.qt import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
+    Qt,
     QVBoxLayout,
     QWidget,
     Signal,
@@ -49,10 +51,22 @@ class DecisionBar(QWidget):
         self.note.setPlaceholderText("Note or reason (an override needs one)")
         self.note.setClearButtonEnabled(True)
         self.message = InlineMessage(self)
+        # The message keeps its room while hidden, and its text never resizes the pane:
+        # the buttons and the note never move under a click (two lines of room).
+        policy = self.message.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+        self.message.setSizePolicy(policy)
+        self.message.setFixedHeight(self.fontMetrics().lineSpacing() * 2 + 16)
         self._busy = False
+        self._has_verdict = True
 
-        title = QLabel("Decision", self)
+        title = self.title = QLabel("Decision", self)
         title.setObjectName("paneTitle")
+        title.setTextFormat(Qt.TextFormat.PlainText)
+        # A long title is cut, never widens the pane (which would move every button).
+        title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        title.setMinimumWidth(title.fontMetrics().horizontalAdvance("Decision on review #0000"))
         buttons = QHBoxLayout()
         buttons.setSpacing(6)
         buttons.addWidget(title)
@@ -90,10 +104,18 @@ class DecisionBar(QWidget):
             OVERRIDE_LABELS.index(label) if label in OVERRIDE_LABELS else -1
         )
 
+    def set_target(self, name: str, *, has_verdict: bool = True) -> None:
+        """Say which review the buttons act on; without a verdict only escalate and note."""
+        self.title.setText(f"Decision on {name}")
+        self._has_verdict = has_verdict
+        self.set_busy(self._busy)
+
     def set_busy(self, busy: bool) -> None:
         self._busy = busy
         for button in self._buttons():
-            button.setEnabled(not busy)
+            needs_verdict = button in (self.agree_button, self.override_button)
+            button.setEnabled(not busy and (self._has_verdict or not needs_verdict))
+        self.label_picker.setEnabled(not busy and self._has_verdict)
 
     def show_error(self, text: str) -> None:
         """Keep what was typed; say what is missing."""
@@ -134,5 +156,6 @@ class DecisionBar(QWidget):
         if self._busy:
             return
         label = self.label() if action == "override" else None
-        self.set_busy(True)
+        self.note.setFocus(Qt.FocusReason.OtherFocusReason)  # typing goes to the note, never
+        self.set_busy(True)  # to whatever widget would take the focus from a disabled button
         self.submitted.emit(action, label, self.note.text())

@@ -17,9 +17,12 @@ from safeguard_desktop.qt import (
     QComboBox,
     QDate,
     QDateEdit,
+    QEvent,
     QHBoxLayout,
+    QKeyEvent,
     QLabel,
     QLineEdit,
+    QObject,
     Qt,
     QTimer,
     QWidget,
@@ -66,8 +69,16 @@ def _combo(parent: QWidget, name: str, items: Iterable[tuple[str, str | None]]) 
     return combo
 
 
+class _DateEdit(QDateEdit):
+    """Tab leaves the field (QDateEdit's own Tab walks its day/month/year sections, so the
+    keyboard got stuck in it); the arrows still change the section under the cursor."""
+
+    def focusNextPrevChild(self, next: bool) -> bool:
+        return QWidget.focusNextPrevChild(self, next)
+
+
 def _date_edit(parent: QWidget, name: str, tip: str) -> QDateEdit:
-    edit = QDateEdit(parent)
+    edit = _DateEdit(parent)
     edit.setObjectName(name)
     edit.setCalendarPopup(True)
     edit.setDisplayFormat("yyyy-MM-dd")
@@ -79,7 +90,11 @@ def _date_edit(parent: QWidget, name: str, tip: str) -> QDateEdit:
 
 
 class FilterBar(QWidget):
+    """Signals: query_changed(Query); down_pressed(): Down in the search box (the list
+    takes the keys from there)."""
+
     query_changed = Signal(object)
+    down_pressed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -87,6 +102,7 @@ class FilterBar(QWidget):
         self.search.setObjectName("historySearch")
         self.search.setPlaceholderText("Search content, reasoning, rationale and notes (Ctrl+F)")
         self.search.setClearButtonEnabled(True)
+        self.search.installEventFilter(self)
         self.policy = _combo(self, "policyFilter", [("any policy", None)])
         self.policy.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.verdict = _combo(self, "verdictFilter", VERDICTS)
@@ -155,6 +171,17 @@ class FilterBar(QWidget):
         if query != self._last:
             self._last = query
             self.query_changed.emit(query)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if (
+            watched is self.search
+            and event.type() == QEvent.Type.KeyPress
+            and isinstance(event, QKeyEvent)
+            and event.key() == Qt.Key.Key_Down
+        ):
+            self.down_pressed.emit()
+            return True
+        return super().eventFilter(watched, event)
 
     def focus_search(self) -> None:
         self.search.setFocus(Qt.FocusReason.ShortcutFocusReason)

@@ -166,6 +166,7 @@ class HistoryView(QWidget):
         self._build_layout()
 
         self.filter_bar.query_changed.connect(self._query_changed)
+        self.filter_bar.down_pressed.connect(self.focus_table)
         self.model.total_changed.connect(self.total.setText)
         self.model.failed.connect(lambda text: self.message.show_message(text, "error"))
         self.model.rowsInserted.connect(self._rows_arrived)
@@ -192,6 +193,7 @@ class HistoryView(QWidget):
         table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         table.setAlternatingRowColors(True)
+        table.setTabKeyNavigation(False)  # Tab leaves the list; Up/Down move by rows
         table.setWordWrap(False)
         table.setTextElideMode(Qt.TextElideMode.ElideRight)
         table.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
@@ -281,7 +283,11 @@ class HistoryView(QWidget):
         self.filter_bar.focus_search()
 
     def focus_table(self) -> None:
+        """The keys go to the list (Down from the search box): on the current row, else the
+        first."""
         self.table.setFocus(Qt.FocusReason.OtherFocusReason)
+        if not self.table.currentIndex().isValid() and self.model.rowCount() > 0:
+            self.table.setCurrentIndex(self.model.index(0, 0))
 
     def current_id(self) -> int | None:
         summary = self.model.summary(self.table.currentIndex().row())

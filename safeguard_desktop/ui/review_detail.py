@@ -27,7 +27,7 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.history_service import HistoryError, Review
+from safeguard_desktop.services.history_service import DuplicateDecision, HistoryError, Review
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
 from safeguard_desktop.ui.decision_bar import DecisionBar
@@ -46,6 +46,7 @@ from safeguard_desktop.ui.wellness import MaskedArea, RevealState
 
 log = logging.getLogger("safeguard.ui.history")
 TAB_CONTENT, TAB_POLICY, TAB_PROVENANCE = 0, 1, 2
+REPEAT_WINDOW_S = 10.0  # the same decision again within this: a double press, not recorded
 
 
 class ReviewDetail(QWidget):
@@ -166,6 +167,8 @@ class ReviewDetail(QWidget):
         self.provenance.setPlainText("\n".join(provenance_lines(review)))
         self._show_decisions(review)
         self.rerun_button.setEnabled(review.status != "running")
+        self.decision_bar.set_target(f"review #{review.id}", has_verdict=review.verdict_label
+                                     in ("violation", "safe"))  # fmt: skip
         if not same:
             self.decision_bar.reset(self._drafts.pop(review.id, ("", None)))
 
@@ -216,12 +219,16 @@ class ReviewDetail(QWidget):
 
         def write() -> Review | None:
             history.add_decision(
-                review_id, action=action, moderator=moderator, label=label, note=note
-            )
+                review_id, action=action, moderator=moderator, label=label, note=note,
+                repeat_window_s=REPEAT_WINDOW_S,
+            )  # fmt: skip
             return history.get(review_id)
 
         try:
             fresh = await asyncio.to_thread(write)
+        except DuplicateDecision as exc:  # a double press: said, nothing appended
+            self.decision_bar.accepted(str(exc))
+            return
         except ValueError as exc:
             self.decision_bar.show_error(str(exc))
             return

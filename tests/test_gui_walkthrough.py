@@ -1,0 +1,103 @@
+"""A moderator's walk-through, fixed (issue 15 items 1 and 2): decisions land on the review the
+moderator means, and the audit trail takes no accidental entries. Keys and clicks as a
+moderator uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safeguard_desktop.qt import QApplication, QDateEdit, Qt
+from tests.gui_fixtures import *  # noqa: F403
+from tests.gui_fixtures import save_screenshot
+from tests.test_gui_history import add_review, history, make_view, open_row
+
+FIXTURES = (history, make_view)  # shared with the History tests
+
+
+def test_the_decision_bar_names_its_review_and_never_moves(qtbot, history, make_view):
+    add_review(history, "first item about a parrot")
+    add_review(history, "second item about a llama")
+    view = make_view(history)
+    open_row(qtbot, view, 0)
+    bar = view.detail.decision_bar
+    wanted = view.detail.review.id
+    assert bar.title.text() == f"Decision on review #{wanted}"
+    agree_at = bar.agree_button.mapTo(view, bar.agree_button.rect().topLeft())
+    note_at = bar.note.mapTo(view, bar.note.rect().topLeft())
+
+    qtbot.mouseClick(bar.agree_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bar.message.text().startswith("Recorded"))
+    assert bar.agree_button.mapTo(view, bar.agree_button.rect().topLeft()) == agree_at
+    assert bar.note.mapTo(view, bar.note.rect().topLeft()) == note_at  # the banner took no room
+    bar.message.dismiss()
+    assert bar.note.mapTo(view, bar.note.rect().topLeft()) == note_at
+
+
+def test_tab_leaves_the_list_and_down_from_search_reaches_it(qtbot, history, make_view):
+    for text in ("parrot", "llama", "ferret"):
+        add_review(history, f"an item about a {text}")
+    view = make_view(history)
+    view.focus_search()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is view.filter_bar.search)
+    qtbot.keyClick(view.filter_bar.search, Qt.Key.Key_Down)
+    assert QApplication.focusWidget() is view.table
+    first = view.current_id()
+    assert first is not None
+    qtbot.keyClick(view.table, Qt.Key.Key_Down)
+    second = view.current_id()
+    assert second not in (None, first)  # Down moves by rows
+    qtbot.keyClick(view.table, Qt.Key.Key_Tab)
+    assert view.current_id() == second  # Tab did not move to another review
+    assert QApplication.focusWidget() is not view.table
+
+    edits = view.filter_bar.findChildren(QDateEdit)
+    assert edits, "the filter bar has its date fields"
+    edits[0].setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is edits[0])
+    qtbot.keyClick(edits[0], Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is not edits[0]  # not stuck in the date's sections
+
+
+def test_a_double_press_records_one_agree(qtbot, history, make_view):
+    add_review(history, "a giraffe sold at the market")
+    view = make_view(history)
+    open_row(qtbot, view, 0)
+    bar = view.detail.decision_bar
+    for _ in range(3):
+        qtbot.mouseClick(bar.agree_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not bar._busy)
+    qtbot.waitUntil(lambda: "Already recorded" in bar.message.text())
+    assert [d.action for d in view.detail.review.decisions] == ["agree"]
+    assert view.ctx.history.audit(limit=10)[0].action == "agree"
+    assert len(view.ctx.history.audit(limit=10)) == 1
+
+
+def test_a_review_without_a_verdict_takes_no_agree(qtbot, history, make_view, tmp_path: Path):
+    add_review(history, "the model crashed on this one", label=None, status="failed")
+    view = make_view(history)
+    open_row(qtbot, view, 0)
+    bar = view.detail.decision_bar
+    assert not bar.agree_button.isEnabled() and not bar.override_button.isEnabled()
+    assert bar.escalate_button.isEnabled() and bar.note_button.isEnabled()
+    review_id = view.detail.review.id
+    try:
+        view.ctx.history.add_decision(review_id, action="agree", moderator="ana")
+    except ValueError as exc:
+        assert "has no verdict (FAILED)" in str(exc)
+    else:
+        raise AssertionError("an agree on a failed review was recorded")
+    save_screenshot(view, tmp_path, "walkthrough-failed-review")
+
+
+def test_after_a_decision_typing_goes_into_the_note(qtbot, history, make_view):
+    add_review(history, "a giraffe sold at the market")
+    view = make_view(history)
+    open_row(qtbot, view, 0)
+    bar = view.detail.decision_bar
+    qtbot.mouseClick(bar.escalate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(view.detail.decision_texts()) == 1
+                    and "escalate" in view.detail.decision_texts()[0])  # fmt: skip
+    focus = QApplication.focusWidget()
+    assert focus is bar.note
+    qtbot.keyClicks(focus, "senior please look")
+    assert bar.note.text() == "senior please look" and bar.label() is None
