@@ -15,6 +15,7 @@ import pytest
 from keyring.backend import KeyringBackend
 
 from safeguard_desktop import secrets
+from safeguard_desktop.core.verdict import verdict_from_dict
 from safeguard_desktop.qt import (
     QCheckBox,
     QComboBox,
@@ -321,3 +322,26 @@ def test_closing_the_dialog_during_a_keyring_call_still_saves(
     assert saved_file(gui_settings)["effort"] == "high"
     assert slow_keyring.store == {("safeguard-desktop", "http://127.0.0.1:11434"): "s3cret-token"}
     qtbot.waitUntil(lambda: "Settings saved." in integ.window.statusBar().currentMessage())
+
+
+def test_masking_applies_at_once_when_saved(
+    qtbot, integ: ServerIntegration, gui_settings: Settings
+) -> None:
+    """Issue 15 item 4: no restart needed, and the rationale is hidden with the content."""
+    review = integ.window.review
+    review.editor.editor.setPlainText("a message a moderator should not have to read twice")
+    assert not review.editor.masked.masked and not review.content_mask.masked
+    dialog = open_with_shortcut(qtbot, integ)
+    qtbot.waitUntil(lambda: not dialog.busy)
+    dialog.fields["mask_content"].editor.setChecked(True)
+    click_save(qtbot, dialog)
+    qtbot.waitUntil(lambda: review.editor.masked.masked)
+
+    verdict = review.verdict
+    said = verdict_from_dict({"violation": True, "rationale": "The content says 'read twice'."})
+    verdict.set_verdict(said, model="m", effort="low")
+    assert "hidden" in verdict.rationale.text()
+    integ.window.reveal.reveal()
+    assert verdict.rationale.text() == "The content says 'read twice'."
+    integ.window.reveal.conceal()
+    assert "hidden" in verdict.rationale.text()

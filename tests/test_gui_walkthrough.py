@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from safeguard_desktop.qt import QApplication, QDateEdit, Qt
+from safeguard_desktop.ui.history_model import COL_PREVIEW, MASKED_PREVIEW
 from tests.gui_fixtures import *  # noqa: F403
 from tests.gui_fixtures import save_screenshot
 from tests.test_gui_history import add_review, history, make_view, open_row
@@ -101,3 +102,17 @@ def test_after_a_decision_typing_goes_into_the_note(qtbot, history, make_view):
     assert focus is bar.note
     qtbot.keyClicks(focus, "senior please look")
     assert bar.note.text() == "senior please look" and bar.label() is None
+
+
+def test_the_preview_column_hides_masked_content(qtbot, history, make_view, gui_settings):
+    add_review(history, "a distressing message about a ferret")
+    gui_settings.set("mask_content", True)
+    view = make_view(history)
+    preview = view.model.index(0, COL_PREVIEW)
+    assert preview.data() == MASKED_PREVIEW
+    view.reveal.reveal()
+    assert "ferret" in view.model.index(0, COL_PREVIEW).data()
+    view.reveal.conceal()
+    gui_settings.set("mask_content", False)
+    view.apply_wellness()  # what a Settings save does: no restart
+    assert "ferret" in view.model.index(0, COL_PREVIEW).data()

@@ -173,6 +173,10 @@ class ContentEditor(QWidget):
     def set_kind(self, kind: Kind) -> None:
         self.kind_picker.setCurrentIndex(KINDS.index(kind))
 
+    def apply_wellness(self) -> None:
+        """The masking setting, now (no restart needed)."""
+        self.masked.set_mask_enabled(bool(self.settings["mask_content"]))
+
     def text(self) -> str:
         return self.editor.raw_text()
 

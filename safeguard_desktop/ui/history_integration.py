@@ -15,7 +15,7 @@ from safeguard_desktop.services.history_service import HistoryError
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
 from safeguard_desktop.ui.history_view import HistoryView
-from safeguard_desktop.ui.main_window import MainWindow
+from safeguard_desktop.ui.main_window import WELLNESS_SETTINGS, MainWindow
 
 log = logging.getLogger("safeguard.ui.history")
 MENU = "Histor&y"
@@ -125,6 +125,9 @@ def install(window: MainWindow, ctx: Session) -> HistoryIntegration:
     menu.addAction(view.open_action)  # table-only keys (Enter, Delete), listed for F1
     menu.addAction(view.delete_action)
     window.review.review_finished.connect(lambda _result: view.refresh())
+    window.settings_changed.connect(
+        lambda changed: view.apply_wellness() if changed & WELLNESS_SETTINGS else None
+    )
     window.on_quit.append(integration.shutdown)
     QTimer.singleShot(0, window, integration.start)
     return integration

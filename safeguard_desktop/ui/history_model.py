@@ -45,6 +45,7 @@ PAGE_SIZE = 200
 COLUMNS = ("ID", "Time", "Status", "Verdict", "Category", "Policy", "Model", "Decision", "Preview")
 COL_ID, COL_TIME, COL_STATUS, COL_VERDICT = 0, 1, 2, 3
 COL_DECISION, COL_PREVIEW = 7, 8
+MASKED_PREVIEW = "▒▒▒▒ hidden (Alt+R reveals)"
 SUMMARY_ROLE = Qt.ItemDataRole.UserRole + 1
 WARNING_COLOUR = "#b45309"
 AnyIndex = QModelIndex | QPersistentModelIndex
@@ -140,6 +141,7 @@ class HistoryModel(QAbstractTableModel):
     ) -> None:
         super().__init__(parent)
         self.history = history
+        self.mask_preview = False  # content masked (wellness): the preview column hides it
         self.page_size = page_size
         self.query = Query()
         self._rows: list[Row] = []
@@ -167,6 +169,17 @@ class HistoryModel(QAbstractTableModel):
             return COLUMNS[section] if 0 <= section < len(COLUMNS) else None
         return None
 
+    def set_mask_preview(self, masked: bool) -> None:
+        """Hide (or show again) the content preview column."""
+        if masked != self.mask_preview:
+            self.mask_preview = masked
+            if self._rows:
+                top, bottom = (
+                    self.index(0, COL_PREVIEW),
+                    self.index(len(self._rows) - 1, COL_PREVIEW),
+                )
+                self.dataChanged.emit(top, bottom, [Qt.ItemDataRole.DisplayRole])
+
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self._rows):
             return None
@@ -174,6 +187,8 @@ class HistoryModel(QAbstractTableModel):
         column = index.column()
         summary = row.summary
         if role == Qt.ItemDataRole.DisplayRole:
+            if column == COL_PREVIEW and self.mask_preview and row.cells[column]:
+                return MASKED_PREVIEW
             return row.cells[column]
         if role == SUMMARY_ROLE:
             return summary

@@ -167,6 +167,8 @@ class HistoryView(QWidget):
 
         self.filter_bar.query_changed.connect(self._query_changed)
         self.filter_bar.down_pressed.connect(self.focus_table)
+        self.reveal.changed.connect(lambda _revealed: self._mask_preview())
+        self._mask_preview()
         self.model.total_changed.connect(self.total.setText)
         self.model.failed.connect(lambda text: self.message.show_message(text, "error"))
         self.model.rowsInserted.connect(self._rows_arrived)
@@ -281,6 +283,15 @@ class HistoryView(QWidget):
 
     def focus_search(self) -> None:
         self.filter_bar.focus_search()
+
+    def apply_wellness(self) -> None:
+        """The masking settings, now: the preview column and the open review."""
+        self._mask_preview()
+        self.detail.apply_wellness()
+
+    def _mask_preview(self) -> None:
+        masked = bool(self.ctx.settings["mask_content"]) and not self.reveal.revealed
+        self.model.set_mask_preview(masked)
 
     def focus_table(self) -> None:
         """The keys go to the list (Down from the search box): on the current row, else the

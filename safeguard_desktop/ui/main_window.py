@@ -47,6 +47,7 @@ from safeguard_desktop.ui.theme import app_icon, repolish
 from safeguard_desktop.ui.wellness import RevealState
 
 log = logging.getLogger("safeguard.ui")
+WELLNESS_SETTINGS = frozenset({"mask_content", "mask_quotes", "mask_categories"})
 QuitCallback = Callable[[], Awaitable[None] | None]
 MENU_ORDER = ("&File", "Revie&w", "&View", "&Help")  # Alt+R is "reveal", not a menu
 FILE_FILTER = "Content files (*.txt *.md *.json *.jsonl *.csv *.eml);;All files (*)"
@@ -54,6 +55,7 @@ FILE_FILTER = "Content files (*.txt *.md *.json *.jsonl *.csv *.eml);;All files 
 
 class MainWindow(QMainWindow):
     server_state_changed = Signal(object)
+    settings_changed = Signal(object)  # frozenset of the setting names saved with a new value
     closed = Signal()
 
     def __init__(self, ctx: Session, *, monitor_interval_ms: int = 5000) -> None:
@@ -90,6 +92,7 @@ class MainWindow(QMainWindow):
         self.review.running_changed.connect(self._running_changed)
         self.review.review_finished.connect(self._review_finished)
         self.review.open_requested.connect(self.open_file_dialog)
+        self.settings_changed.connect(self._settings_changed)
         self._hold = QTimer(self)
         self._hold.setInterval(100)
         self._hold.timeout.connect(self._check_hold)
@@ -322,6 +325,10 @@ class MainWindow(QMainWindow):
             f"Safeguard Desktop {__version__} · reviews with gpt-oss-safeguard on your own "
             "Ollama; nothing leaves this machine except requests to the configured host."
         )
+
+    def _settings_changed(self, changed: frozenset[str]) -> None:
+        if changed & WELLNESS_SETTINGS:
+            self.review.apply_wellness()
 
     def _cycle_effort(self) -> None:
         effort = self.review.cycle_effort()

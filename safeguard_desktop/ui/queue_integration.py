@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from safeguard_desktop.qt import QAction, QTimer
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.history_integration import free_view_shortcut
-from safeguard_desktop.ui.main_window import MainWindow
+from safeguard_desktop.ui.main_window import WELLNESS_SETTINGS, MainWindow
 from safeguard_desktop.ui.queue_view import QueueView
 
 MENU = "&Queue"
@@ -67,6 +67,9 @@ def install(window: MainWindow, ctx: Session) -> QueueIntegration:
     view.seen_changed.connect(integration.seen)
     view.break_due.connect(integration.break_due)
     window.views.currentChanged.connect(integration.tab_changed)
+    window.settings_changed.connect(
+        lambda changed: view.apply_wellness() if changed & WELLNESS_SETTINGS else None
+    )
     window.on_quit.append(view.shutdown)
     QTimer.singleShot(0, view, view.refresh)
     return integration

@@ -679,9 +679,9 @@ class QueueView(QWidget):
         self.decision_text.setText(self._decision_text(item))
         listed = parse_categories(str(self.ctx.settings["mask_categories"]))
         verdicts = [(c.label, c.rule_ids) for c in item.verdicts]
-        self.content_mask.set_mask_enabled(
-            should_mask(bool(self.ctx.settings["mask_content"]), listed, verdicts or None)
-        )
+        masked = should_mask(bool(self.ctx.settings["mask_content"]), listed, verdicts or None)
+        self.content_mask.set_mask_enabled(masked)
+        self.verdict.set_masking(self.reveal, masked)
         self.content_mask.set_has_content(bool(item.text))
         self.show_cell(self.shown.cell)
 
@@ -1017,6 +1017,13 @@ class QueueView(QWidget):
         self._problem(text, "info")
 
     # --- lifecycle --------------------------------------------------------------------------
+
+    def apply_wellness(self) -> None:
+        """The masking settings, now: the item on screen is masked (or not) again."""
+        self.reasoning.set_mask_quotes(bool(self.ctx.settings["mask_quotes"]))
+        self.reasoning.refresh_formats()
+        if self.shown is not None:
+            self._show_item(self.shown.item, keep_cell=True)
 
     def focus(self) -> None:
         if self.pages.currentWidget() is self.work_page:

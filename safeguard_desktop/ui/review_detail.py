@@ -77,6 +77,8 @@ class ReviewDetail(QWidget):
         self.content.setObjectName("detailContent")
         self.content_mask = MaskedArea(self.content, reveal, self)
         self.content_mask.set_mask_enabled(bool(ctx.settings["mask_content"]))
+        self.verdict.set_masking(reveal, bool(ctx.settings["mask_content"]))
+        self.reveal = reveal
         self.policy_viewer = PolicyViewer(self)
         self.provenance = QPlainTextEdit(self)
         self.provenance.setObjectName("provenance")
@@ -178,6 +180,14 @@ class ReviewDetail(QWidget):
     def show_rule(self, rule_id: str) -> None:
         self.tabs.setCurrentIndex(TAB_POLICY)
         self.policy_viewer.show_rule(rule_id)
+
+    def apply_wellness(self) -> None:
+        """The masking settings, now (no restart needed)."""
+        masked = bool(self.ctx.settings["mask_content"])
+        self.content_mask.set_mask_enabled(masked)
+        self.verdict.set_masking(self.reveal, masked)
+        self.reasoning.set_mask_quotes(bool(self.ctx.settings["mask_quotes"]))
+        self.reasoning.refresh_formats()
 
     def focus(self) -> None:
         self.reasoning.setFocus(Qt.FocusReason.OtherFocusReason)

@@ -75,6 +75,7 @@ class ReviewView(QWidget):
         self.content_pane.setObjectName("contentPane")
         self.content_mask = MaskedArea(self.content_pane, reveal, self)
         self.content_mask.set_mask_enabled(bool(settings["mask_content"]))
+        self.verdict.set_masking(reveal, bool(settings["mask_content"]))
 
         self.model_picker = QComboBox(self)
         self.model_picker.setObjectName("modelPicker")
@@ -186,6 +187,16 @@ class ReviewView(QWidget):
     @property
     def running(self) -> bool:
         return self._task.running
+
+    def apply_wellness(self) -> None:
+        """The masking settings, now: content, quotes in the reasoning, the rationale."""
+        settings = self.ctx.settings
+        masked = bool(settings["mask_content"])
+        self.editor.apply_wellness()
+        self.content_mask.set_mask_enabled(masked)
+        self.verdict.set_masking(self.reveal, masked)
+        self.reasoning.set_mask_quotes(bool(settings["mask_quotes"]))
+        self.reasoning.refresh_formats()
 
     def focus_editor(self) -> None:
         self.editor.editor.setFocus(Qt.FocusReason.OtherFocusReason)

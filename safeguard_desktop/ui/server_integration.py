@@ -358,6 +358,7 @@ class ServerIntegration(QObject):
         return dialog
 
     def _settings_saved(self, saved: SavedSettings) -> None:
+        self.window.settings_changed.emit(frozenset(saved.changed))  # views apply them now
         if "host" in saved.changed:  # a host chosen here wins over --host from now on
             self.ctx.forget_host_override()
         self._spawn(self._apply_settings(saved), name="settings-apply")

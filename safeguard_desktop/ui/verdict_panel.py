@@ -29,6 +29,7 @@ from safeguard_desktop.qt import (
 from safeguard_desktop.services.review import Stats
 from safeguard_desktop.ui.span_view import rich_tooltip
 from safeguard_desktop.ui.theme import repolish
+from safeguard_desktop.ui.wellness import RevealState
 
 BADGE_TEXT = {
     "idle": "NO REVIEW YET",
@@ -42,6 +43,7 @@ BADGE_TEXT = {
 }
 
 
+MASKED_RATIONALE = "Rationale hidden with the content (Alt+R reveals)."
 CLASSIFY_HINT = "Press Ctrl+Enter to classify the content against the policy."
 
 
@@ -92,6 +94,9 @@ class VerdictPanel(QFrame):
         self.chips.setContentsMargins(0, 0, 0, 0)
         self.chips.setSpacing(4)
         self.rationale = plain_label(self, "verdictRationale")
+        self._rationale = ""  # the model's rationale; it may quote the content
+        self._reveal: RevealState | None = None
+        self._mask_rationale = False
         self.problem = plain_label(self, "verdictProblem")
         self.answer = plain_label(self, "verdictAnswer")
         self.answer.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
@@ -151,6 +156,7 @@ class VerdictPanel(QFrame):
         ):
             label.clear()
             label.hide()
+        self._rationale = ""
         self.set_chips(())
         self.save_button.hide()
 
@@ -191,7 +197,8 @@ class VerdictPanel(QFrame):
             self._show(self.confidence, f"Confidence: {verdict.confidence}")
         self._show(self.meta, f"{model} · effort {effort}")
         if verdict.rationale:
-            self._show(self.rationale, verdict.rationale)
+            self._rationale = verdict.rationale
+            self._show(self.rationale, self._rationale_text())
         notes = [verdict.problem] if warnings is None and verdict.problem else list(warnings or ())
         if notes:
             self._show(self.problem, "\n".join(notes))
@@ -243,6 +250,24 @@ class VerdictPanel(QFrame):
         text = stats_text(stats, tokens)
         if text:
             self._show(self.stats, text)
+
+    # --- wellness ----------------------------------------------------------------------
+
+    def set_masking(self, reveal: RevealState, enabled: bool) -> None:
+        """While content is masked, the rationale (which may quote it) is hidden too."""
+        if self._reveal is None:
+            self._reveal = reveal
+            reveal.changed.connect(self._reveal_changed)
+        self._mask_rationale = enabled
+        self._reveal_changed()
+
+    def _rationale_text(self) -> str:
+        hidden = self._mask_rationale and not (self._reveal and self._reveal.revealed)
+        return MASKED_RATIONALE if hidden else self._rationale
+
+    def _reveal_changed(self, *_args: object) -> None:
+        if self._rationale and self.rationale.isVisibleTo(self):
+            self.rationale.setText(self._rationale_text())
 
     # --- pieces ----------------------------------------------------------------------
 
