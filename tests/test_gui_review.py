@@ -424,3 +424,37 @@ def test_full_disk_keeps_the_verdict_and_offers_save_again(
         assert history.count() == 1  # the started review was completed, not written twice
     finally:
         history.close()
+
+
+def test_an_edited_or_loaded_content_marks_the_verdict_stale(qtbot, window, tmp_path):
+    """Issue 15 item 6: an old verdict never sits silently beside other content."""
+    type_and_classify(qtbot, window)
+    wait_badge(qtbot, window, "VIOLATION")
+    panel = window.review.verdict
+    assert not panel.stale
+    editor = window.review.editor.editor
+    editor.setFocus()
+    qtbot.keyClick(editor, Qt.Key.Key_End, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(editor, " and more")
+    assert panel.stale and "content has changed" in panel.stale_note.text()
+    for _ in range(len(" and more")):
+        qtbot.keyClick(editor, Qt.Key.Key_Backspace)
+    assert editor.toPlainText() == SPAM
+    assert not panel.stale  # back to the judged text: the verdict holds again
+
+    other = tmp_path / "other.txt"
+    other.write_text("see you at lunch", encoding="utf-8")
+    assert run_async(qtbot, window.review.editor.import_path(other))
+    assert panel.stale
+    qtbot.keyClick(editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not panel.stale and badge(window) in ("SAFE", "VIOLATION"))
+
+
+def test_an_error_banner_goes_once_the_content_is_fixed(qtbot, window, tmp_path):
+    editor = window.review.editor
+    binary = tmp_path / "photo.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    assert not run_async(qtbot, editor.import_path(binary))
+    assert editor.message.level == "error"
+    qtbot.keyClicks(editor.editor, "typed instead")
+    assert editor.message.text() == ""

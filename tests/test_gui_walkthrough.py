@@ -116,3 +116,22 @@ def test_the_preview_column_hides_masked_content(qtbot, history, make_view, gui_
     gui_settings.set("mask_content", False)
     view.apply_wellness()  # what a Settings save does: no restart
     assert "ferret" in view.model.index(0, COL_PREVIEW).data()
+
+
+def test_a_search_that_leaves_out_the_open_review_closes_it(qtbot, history, make_view):
+    add_review(history, "an item about a parrot")
+    add_review(history, "an item about a llama")
+    view = make_view(history)
+    parrot = next(r for r in range(view.model.rowCount()) if "parrot" in cell_text(view, r))
+    open_row(qtbot, view, parrot)
+    assert "parrot" in view.detail.review.content_text
+    view.focus_search()
+    qtbot.keyClicks(view.filter_bar.search, "llama")
+    qtbot.keyClick(view.filter_bar.search, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: view.detail.review is None)
+    assert "not in this search" in view.detail.empty.text()
+    assert view.detail.empty.isVisible() and not view.detail.decision_bar.isVisible()
+
+
+def cell_text(view, row: int) -> str:
+    return str(view.model.index(row, COL_PREVIEW).data())

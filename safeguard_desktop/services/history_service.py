@@ -26,10 +26,10 @@ from safeguard_desktop.store.records import (
 from safeguard_desktop.store.trail import TrailProblem, TrailReport
 
 __all__ = [
-    "NEEDS_VERDICT",
-    "DuplicateDecision",
     "MAX_ID",
+    "NEEDS_VERDICT",
     "Decision",
+    "DuplicateDecision",
     "Filters",
     "HistoryError",
     "HistoryService",

@@ -100,6 +100,7 @@ class ContentTextEdit(QPlainTextEdit):
 
 class ContentEditor(QWidget):
     file_loaded = Signal(str)
+    content_changed = Signal()  # typed, pasted or loaded: a verdict shown is for other text
 
     def __init__(self, settings: Settings, reveal: RevealState, parent: QWidget | None = None):
         super().__init__(parent)
@@ -261,10 +262,14 @@ class ContentEditor(QWidget):
     # --- reactions -------------------------------------------------------------------
 
     def _edited(self) -> None:
+        if self.message.level == "error":
+            self.message.dismiss()  # the content that error was about has changed
         if self._programmatic:
+            self.content_changed.emit()
             return
         self._loaded = None  # the moderator changed the text: parse what is there now
         self._after_text_change()
+        self.content_changed.emit()
 
     def _after_text_change(self) -> None:
         self.masked.set_has_content(bool(self.editor.document().characterCount() > 1))

@@ -170,6 +170,8 @@ class HistoryView(QWidget):
         self.reveal.changed.connect(lambda _revealed: self._mask_preview())
         self._mask_preview()
         self.model.total_changed.connect(self.total.setText)
+        self._check_excluded = False
+        self.model.loading_changed.connect(self._loading_changed)
         self.model.failed.connect(lambda text: self.message.show_message(text, "error"))
         self.model.rowsInserted.connect(self._rows_arrived)
         self.table.selectionModel().currentRowChanged.connect(self._current_changed)
@@ -383,7 +385,25 @@ class HistoryView(QWidget):
     def _query_changed(self, query: Query) -> None:
         self.message.dismiss()
         self._reselect = self.detail.review.id if self.detail.review is not None else None
+        self._check_excluded = self._reselect is not None
         self.model.set_query(query)
+
+    def _loading_changed(self, loading: bool) -> None:
+        """A new search or filter has its rows: a review it leaves out is not kept open
+        beside them (a decision would land on a review the list no longer shows)."""
+        review = self.detail.review
+        if loading or not self._check_excluded or not self.model.ready:
+            return
+        if review is None or self.model.row_of(review.id) is not None:
+            self._check_excluded = False
+            return
+        if self.model.exhausted:
+            self._check_excluded = False
+            self._reselect = None
+            self.detail.clear()
+            self.detail.empty.setText(
+                f"Review #{review.id} is not in this search or filter; choose a review here."
+            )
 
     def _rows_arrived(self, _parent: QModelIndex, first: int, last: int) -> None:
         ids = {s.policy_id for s in map(self.model.summary, range(first, last + 1)) if s}

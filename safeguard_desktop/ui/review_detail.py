@@ -46,6 +46,7 @@ from safeguard_desktop.ui.wellness import MaskedArea, RevealState
 
 log = logging.getLogger("safeguard.ui.history")
 TAB_CONTENT, TAB_POLICY, TAB_PROVENANCE = 0, 1, 2
+EMPTY_HINT = "Select a review to see it here (Enter opens the selected row)."
 REPEAT_WINDOW_S = 10.0  # the same decision again within this: a double press, not recorded
 
 
@@ -89,7 +90,7 @@ class ReviewDetail(QWidget):
         self.decisions.setMaximumHeight(self.fontMetrics().height() * 4 + 14)
         self.decision_bar = DecisionBar(self)
         self._drafts: dict[int, tuple[str, str | None]] = {}  # unsent notes per review id
-        self.empty = QLabel("Select a review to see it here (Enter opens the selected row).", self)
+        self.empty = QLabel(EMPTY_HINT, self)
         self.empty.setObjectName("hint")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._build_layout()
@@ -153,6 +154,7 @@ class ReviewDetail(QWidget):
             self._drafts[self.review.id] = self.decision_bar.draft()
         self.review = review
         self.policy = policy
+        self.empty.setText(EMPTY_HINT)
         self.empty.hide()
         self.body.show()
         when = local_time(review.created_at, "%Y-%m-%d %H:%M")

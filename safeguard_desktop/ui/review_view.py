@@ -101,9 +101,11 @@ class ReviewView(QWidget):
         self._build_layout()
         self._reading_fonts()
 
+        self._judged: str | None = None  # the content the verdict shown is for
         self.classify_button.clicked.connect(self.classify)
         self.cancel_button.clicked.connect(self.cancel)
         self.editor.open_button.clicked.connect(self.open_requested)
+        self.editor.content_changed.connect(self._content_changed)
         self.policy_panel.policy_changed.connect(self._policy_changed)
         self.verdict.rule_clicked.connect(self.show_rule)
         self.verdict.save_requested.connect(self.save_again)
@@ -256,8 +258,9 @@ class ReviewView(QWidget):
         if self.editor.message.level == "error":
             self.editor.message.dismiss()
         options = self.options(policy)
+        self._judged = content.render()
         self.reasoning.begin()
-        self.content_pane.show_content(content.render())
+        self.content_pane.show_content(self._judged)
         self.content_mask.set_has_content(True)
         self.verdict.set_running(options.model, options.effort_for(policy))
         self._started = time.monotonic()
@@ -383,6 +386,16 @@ class ReviewView(QWidget):
             if self.reasoning.is_masked(quote):
                 self.reveal.reveal()
             self.reasoning.select_range(quote.start, quote.end)
+
+    def _content_changed(self) -> None:
+        """A verdict shown is for the content as it was when classified."""
+        if self.running or self.verdict.state in ("idle", "running"):
+            return
+        try:
+            now = self.editor.current_content().render()
+        except ContentError:
+            now = None
+        self.verdict.set_stale(now != self._judged)
 
     def _effort_picked(self, _index: int) -> None:
         self._effort_chosen = True

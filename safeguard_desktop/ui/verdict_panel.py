@@ -43,6 +43,10 @@ BADGE_TEXT = {
 }
 
 
+STALE_NOTE = (
+    "This verdict is for the content as it was; the content has changed since. "
+    "Ctrl+Enter classifies it as it is now."
+)
 MASKED_RATIONALE = "Rationale hidden with the content (Alt+R reveals)."
 CLASSIFY_HINT = "Press Ctrl+Enter to classify the content against the policy."
 
@@ -98,6 +102,9 @@ class VerdictPanel(QFrame):
         self._reveal: RevealState | None = None
         self._mask_rationale = False
         self.problem = plain_label(self, "verdictProblem")
+        self.stale_note = plain_label(self, "verdictStale")
+        self.stale_note.setText(STALE_NOTE)
+        self.stale_note.hide()
         self.answer = plain_label(self, "verdictAnswer")
         self.answer.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.stats = plain_label(self, "verdictStats")
@@ -124,6 +131,7 @@ class VerdictPanel(QFrame):
         layout.setSpacing(8)
         layout.addLayout(top)
         layout.addWidget(self.rationale)
+        layout.addWidget(self.stale_note)
         layout.addWidget(self.problem)
         save_row = QHBoxLayout()
         save_row.addWidget(self.save_button)
@@ -157,6 +165,7 @@ class VerdictPanel(QFrame):
             label.clear()
             label.hide()
         self._rationale = ""
+        self.set_stale(False)
         self.set_chips(())
         self.save_button.hide()
 
@@ -250,6 +259,18 @@ class VerdictPanel(QFrame):
         text = stats_text(stats, tokens)
         if text:
             self._show(self.stats, text)
+
+    def set_stale(self, stale: bool) -> None:
+        """The content changed after this verdict: say so, and dim the badge."""
+        self.stale_note.setVisible(stale)
+        if bool(self.badge.property("stale")) != stale:
+            self.badge.setProperty("stale", stale)
+            self.badge.setEnabled(not stale)
+            repolish(self.badge)
+
+    @property
+    def stale(self) -> bool:
+        return not self.stale_note.isHidden()
 
     # --- wellness ----------------------------------------------------------------------
 
