@@ -328,9 +328,7 @@ def test_a_break_reminder_after_continuous_reviewing(
     assert "reviewing for 12 minutes" in view.work_message.text()
 
 
-def test_violations_first_order_is_kept_with_the_queue(
-    qtbot, queue_window, tmp_path: Path
-) -> None:
+def test_violations_first_order_is_kept_with_the_queue(qtbot, queue_window, tmp_path: Path) -> None:
     window, integ = queue_window
     service(window).create("reports", [reports(tmp_path / "b.jsonl", 8)], ["spam-scams"])
     view = open_queue(qtbot, window, integ)

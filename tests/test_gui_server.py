@@ -360,3 +360,43 @@ def test_bundle_export_and_import_through_the_dialogs(
         assert (tmp_path / "offline" / MANIFEST).is_file()
         assert models.progress.bar.format() == "100%"
         assert f"Imported {NAME} from the bundle" in integ.panel.message.text()
+
+
+def test_a_gguf_import_never_replaces_a_model_without_asking(
+    qtbot, make_main_window, fake_ollama: FakeOllama, tmp_path: Path
+) -> None:
+    """Issue 15 item 5: the pull field's default name no longer names the import, and an
+    installed name is asked about; models that are not gpt-oss-safeguard are marked."""
+    from safeguard_desktop.qt import QMessageBox
+    from safeguard_desktop.ui.models_panel import gguf_model_name
+
+    assert gguf_model_name(Path("Qwen3_8B-Q4_K_M.gguf")) == "qwen3:8b"
+    assert gguf_model_name(Path("my model.gguf")) == "my-model"
+    _win, integ = open_server(qtbot, make_main_window, fake_ollama.url)
+    models = integ.panel.models
+    qtbot.waitUntil(lambda: "gpt-oss-safeguard:20b" in model_names(integ), timeout=5000)
+    models.pull_name.clear()
+    gguf = tmp_path / "gpt-oss-safeguard-20b-custom.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 400)
+    qtbot.mouseClick(models.gguf_button, Qt.MouseButton.LeftButton)
+    _choose_file(qtbot, integ, gguf)
+    qtbot.waitUntil(lambda: isinstance(models.last_dialog, QMessageBox), timeout=5000)
+    box = models.last_dialog
+    assert "gpt-oss-safeguard:20b is installed" in box.text()
+    box.reject()  # Cancel: nothing is imported
+    qtbot.waitUntil(lambda: not box.isVisible())
+    assert integ.ops.last is None and "Imported" not in integ.panel.message.text()
+
+    other = tmp_path / "qwen3-8b.gguf"
+    other.write_bytes(b"GGUF" + bytes(range(256)) * 400)
+    integ.ops.last = None
+    qtbot.mouseClick(models.gguf_button, Qt.MouseButton.LeftButton)
+    _choose_file(qtbot, integ, other)
+    qtbot.waitUntil(lambda: integ.ops.last is not None, timeout=5000)
+    assert "Imported qwen3:8b from qwen3-8b.gguf" in integ.panel.message.text()
+    qtbot.waitUntil(lambda: "qwen3:8b" in model_names(integ), timeout=5000)
+    row = models.model.row_of("qwen3:8b")
+    shown = models.model.index(row, 0).data()
+    assert "not a safety model" in shown
+    safe_row = models.model.row_of("gpt-oss-safeguard:20b")
+    assert models.model.index(safe_row, 0).data() == "gpt-oss-safeguard:20b"

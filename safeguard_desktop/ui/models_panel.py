@@ -10,6 +10,7 @@ Signals:
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from safeguard_desktop.qt import (
@@ -55,6 +56,14 @@ def fit_text(fit: FitCheck, details: ModelDetails | None) -> tuple[str, str]:
         lines.extend(details.warnings())
         level = "error" if level == "error" else "warning"
     return " ".join(lines), level
+
+
+def gguf_model_name(path: Path) -> str:
+    """An Ollama model name from a GGUF file name: lower case, safe characters, and a tag
+    from a trailing size such as -20b (gpt-oss-safeguard-20b.gguf -> gpt-oss-safeguard:20b)."""
+    stem = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-.") or "imported"
+    found = re.fullmatch(r"(.+?)[-_](\d+(?:\.\d+)?b)(?:[-_.].*)?", stem)
+    return f"{found.group(1)}:{found.group(2)}" if found else stem
 
 
 class ModelsPanel(QWidget):
@@ -303,13 +312,26 @@ class ModelsPanel(QWidget):
         return box.clickedButton() is yes_button
 
     def import_gguf(self) -> None:
-        name = self.pull_name.text().strip()
+        """Import a GGUF under the name typed in the pull field, else the name of its file
+        (never the field's default, which silently replaced the installed
+        gpt-oss-safeguard); replacing an installed model is asked about first."""
 
         def chosen(path: str) -> None:
-            model = name or Path(path).stem.lower()
-            self.ops.import_gguf(Path(path), model)
+            self._tasks.spawn(self._import_gguf(Path(path)), name="model-import")
 
         self._open_file("Import a GGUF model file", GGUF_FILTER, chosen)
+
+    async def _import_gguf(self, path: Path) -> None:
+        typed = self.pull_name.text().strip()
+        model = typed if typed and typed != DEFAULT_MODEL else gguf_model_name(path)
+        if model in self.model.names():
+            text = (
+                f"A model named {model} is installed. Replace it with {path.name}? "
+                "Reviews made with the installed one keep their recorded digest."
+            )
+            if not await self.confirm("Replace model", text, "Replace"):
+                return
+        self.ops.import_gguf(path, model)
 
     def import_bundle(self) -> None:
         self._open_file(

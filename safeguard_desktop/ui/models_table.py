@@ -7,6 +7,8 @@ from typing import Any
 
 from safeguard_desktop.qt import (
     QAbstractTableModel,
+    QBrush,
+    QColor,
     QLabel,
     QModelIndex,
     QPersistentModelIndex,
@@ -16,10 +18,16 @@ from safeguard_desktop.qt import (
     QWidget,
 )
 from safeguard_desktop.services.models_service import LoadedModel, ModelInfo
+from safeguard_desktop.services.review import is_safeguard_model
 from safeguard_desktop.ui.progress_row import human_clock, human_size, human_time
 from safeguard_desktop.ui.span_view import rich_tooltip
 
 AnyIndex = QModelIndex | QPersistentModelIndex
+NOT_SAFETY_COLOUR = "#b26a00"
+NOT_SAFETY_TIP = (
+    "Not gpt-oss-safeguard: this model was not trained to apply a policy, so its verdicts "
+    "are hints only (each review made with it says so)."
+)
 COLUMNS = ("Name", "Size", "Modified", "Family", "Parameters", "Quantization")
 
 
@@ -66,16 +74,21 @@ class ModelsTableModel(QAbstractTableModel):
             return None
         model = self.models[index.row()]
         column = index.column()
+        safety = is_safeguard_model(model.name)
         if role == Qt.ItemDataRole.DisplayRole:
             return (
-                model.name,
+                model.name if safety else f"{model.name}  ⚠ not a safety model",
                 human_size(model.size),
                 human_time(model.modified_at),
                 model.family,
                 model.parameter_size,
                 model.quantization,
             )[column]
+        if role == Qt.ItemDataRole.ForegroundRole and column == 0 and not safety:
+            return QBrush(QColor(NOT_SAFETY_COLOUR))
         if role == Qt.ItemDataRole.ToolTipRole:
+            if column == 0 and not safety:
+                return NOT_SAFETY_TIP
             if column == 1:
                 return f"{model.size:,} bytes"
             if column == 0:  # server text: never let Qt read it as rich text
