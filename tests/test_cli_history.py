@@ -148,7 +148,7 @@ def test_killed_classify_keeps_partial_review(tmp_path, capsys) -> None:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60  # a hang bound: it breaks as soon as saved
             db = data / "history.sqlite3"
             while time.monotonic() < deadline:  # wait until some progress was saved
                 time.sleep(0.3)
@@ -165,7 +165,8 @@ def test_killed_classify_keeps_partial_review(tmp_path, capsys) -> None:
     code, out, _ = cli(capsys, data, "history", "show", str(rows[0]["id"]), "--json")
     shown = json.loads(out)
     assert code == 0 and shown["status"] == "interrupted"
-    assert shown["content"] == "you idiot" and shown["reasoning"].startswith("step step")
+    # However much was streamed before the kill is kept (one token on a busy machine).
+    assert shown["content"] == "you idiot" and shown["reasoning"].startswith("step")
 
 
 def _partial_saved(db: Path) -> bool:

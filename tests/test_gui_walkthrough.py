@@ -135,3 +135,30 @@ def test_a_search_that_leaves_out_the_open_review_closes_it(qtbot, history, make
 
 def cell_text(view, row: int) -> str:
     return str(view.model.index(row, COL_PREVIEW).data())
+
+
+def test_an_override_is_the_outcome_shown_everywhere(qtbot, history, make_view):
+    """Issue 15 item 3: after an override to safe, the list, the badge and the escalation
+    note say SAFE (the moderator's), with the model's VIOLATION beside it."""
+    from safeguard_desktop.services.escalation import review_note
+    from safeguard_desktop.ui.history_model import COL_VERDICT
+
+    add_review(history, "a giraffe sold at the market", label="violation")
+    view = make_view(history)
+    open_row(qtbot, view, 0)
+    bar = view.detail.decision_bar
+    bar.label_picker.setCurrentIndex(bar.label_picker.findText("safe"))
+    qtbot.keyClicks(bar.note, "a toy giraffe")
+    qtbot.mouseClick(bar.override_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.detail.verdict.badge.text() == "SAFE ✎")
+    assert "Moderator's outcome: SAFE (override). The model said VIOLATION." in (
+        view.detail.verdict.outcome_note.text())  # fmt: skip
+    view.refresh()
+    qtbot.waitUntil(lambda: view.model.index(0, COL_VERDICT).data() == "safe ✎ (model: violation)")
+    note = review_note(view.detail.review)
+    assert note.startswith(f"## Review #{view.detail.review.id}: SAFE")
+    assert "**Moderator's outcome:** `safe`" in note and "**Model's verdict:** `violation`" in note
+
+    qtbot.mouseClick(bar.agree_button, Qt.MouseButton.LeftButton)  # agreeing with the model
+    qtbot.waitUntil(lambda: view.detail.verdict.badge.text() == "VIOLATION")
+    assert view.detail.review.override_label is None

@@ -132,3 +132,24 @@ def label_pattern(labels: tuple[str, str]) -> re.Pattern[str] | None:
     )
     body = "|".join(f"(?P<{name}>{_phrase(word)})" for name, word in parts)
     return re.compile(rf"(?<![\w-])(?:{body})(?![\w-])", re.IGNORECASE)
+
+
+# --- the outcome a moderator made -----------------------------------------------------
+
+# The decisions that settle a review's outcome; the latest one counts ("retracted" undoes).
+OUTCOME_ACTIONS = ("agree", "override", "escalate", "retracted")
+
+
+def human_label(decisions: list[tuple[str, str | None]]) -> str | None:
+    """The label a moderator gave the review by the latest override, unless a later agree,
+    escalate or retraction settled it otherwise; None when no override stands.
+    `decisions` are (action, label) oldest first."""
+    for action, label in reversed(decisions):
+        if action in OUTCOME_ACTIONS:
+            return label if action == "override" else None
+    return None
+
+
+def effective_label(model_label: str | None, override: str | None) -> str | None:
+    """What the review's outcome is: the moderator's override, else the model's verdict."""
+    return override or model_label

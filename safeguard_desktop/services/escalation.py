@@ -126,10 +126,17 @@ def evidence_quotes(review: Review) -> list[str]:
 def review_note(review: Review, options: NoteOptions = NoteOptions()) -> str:
     clean = redact if options.redact else (lambda s: s)
     verdict = review.verdict_label or ("failed" if review.status == "failed" else review.status)
+    human = review.override_label
+    outcome = human or verdict
     lines = [
-        f"## Review #{review.id}: {verdict.upper()}",
+        f"## Review #{review.id}: {outcome.upper()}",
         "",
-        f"- **Verdict:** {code_span(verdict)}",
+        *(
+            [f"- **Moderator's outcome:** {code_span(human)} (override of the model's verdict)"]
+            if human
+            else []
+        ),
+        f"- **Model's verdict:** {code_span(verdict)}",
         f"- **Category:** {code_span(review.category)}",
         f"- **Rule ids:** {', '.join(code_span(r) for r in review.rule_ids) or '—'}",
         f"- **Confidence:** {code_span(_text(review.confidence))}",

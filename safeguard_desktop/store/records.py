@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from safeguard_desktop.core.vocabulary import REVIEW_STATUSES, VERDICT_LABELS
+from safeguard_desktop.core.vocabulary import REVIEW_STATUSES, VERDICT_LABELS, human_label
 
 from .db import format_utc
 
@@ -69,6 +69,7 @@ class ReviewSummary:
     preview: str
     escalated: bool
     last_decision: str | None
+    override_label: str | None = None  # a standing override's label (the human outcome)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ class Review:
     last_decision: str | None
     notes: str
     decisions: tuple[Decision, ...]
+
+    @property
+    def override_label(self) -> str | None:
+        """The label of a standing override: the moderator's outcome, if any."""
+        return human_label([(d.action, d.label) for d in self.decisions])
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,10 @@ def _verdict_label(verdict: Mapping[str, object]) -> str:
 
 SUMMARY_COLUMNS = (
     "r.id, r.created_at, r.status, r.verdict_json, r.verdict_label, r.category, r.policy_id, "
-    "r.policy_version, r.model, substr(r.content_text, 1, 200), r.escalated, r.last_decision"
+    "r.policy_version, r.model, substr(r.content_text, 1, 200), r.escalated, r.last_decision, "
+    # The label of a standing override (last_decision is derived from the same trail).
+    "CASE WHEN r.last_decision = 'override' THEN (SELECT d.label FROM decisions d "
+    "WHERE d.review_id = r.id AND d.action = 'override' ORDER BY d.id DESC LIMIT 1) END"
 )
 
 _PREVIEW_CHARS = 100
@@ -217,6 +226,7 @@ def summary_from_row(row: sqlite3.Row | tuple[object, ...]) -> ReviewSummary:
         preview=preview,
         escalated=bool(row[10]),
         last_decision=cast("str | None", row[11]),
+        override_label=cast("str | None", row[12]) if len(row) > 12 else None,
     )
 
 

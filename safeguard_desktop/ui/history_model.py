@@ -102,13 +102,22 @@ class Row:
     cells: tuple[str, ...]
 
 
+def verdict_cell(summary: ReviewSummary) -> str:
+    """The outcome: a moderator's override first, the model's verdict beside it."""
+    model = summary.verdict_label or "—"
+    human = summary.override_label
+    if human and human != summary.verdict_label:
+        return f"{human} ✎ (model: {model})"
+    return model
+
+
 def make_row(summary: ReviewSummary) -> Row:
     policy = summary.policy_id + (f" v{summary.policy_version}" if summary.policy_version else "")
     cells = (
         str(summary.id),
         local_time(summary.created_at),
         status_text(summary.status),
-        summary.verdict_label or "—",
+        verdict_cell(summary),
         summary.category or "",
         policy,
         summary.model,
@@ -195,7 +204,7 @@ class HistoryModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole:
             colour: str | None = None
             if column == COL_VERDICT:
-                colour = verdict_colour(summary.verdict_label)
+                colour = verdict_colour(summary.override_label or summary.verdict_label)
             elif column == COL_STATUS and summary.status in ("interrupted", "failed"):
                 colour = WARNING_COLOUR if summary.status == "interrupted" else None
             return QBrush(QColor(colour)) if colour else None

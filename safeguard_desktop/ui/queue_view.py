@@ -809,6 +809,7 @@ class QueueView(QWidget):
             self.shown.review, self.shown.policy = review, policy
         marks = show_texts(self.reasoning, self.content, review, policy)
         show_verdict(self.verdict, review, policy, marks)
+        self.verdict.set_outcome(review.override_label)
 
     # --- deciding ---------------------------------------------------------------------------
 

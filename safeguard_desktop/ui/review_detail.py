@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from safeguard_desktop.core.highlight import Span
+from safeguard_desktop.core.highlight import Highlights, Span
 from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.qt import (
     QHBoxLayout,
@@ -61,6 +61,7 @@ class ReviewDetail(QWidget):
         self.ctx = ctx
         self.review: Review | None = None
         self.policy: Policy | None = None
+        self._marks: Highlights | None = None
         self._tasks = TaskKeeper()
 
         self.title = plain_label(self, "detailTitle", wrap=False)
@@ -161,7 +162,8 @@ class ReviewDetail(QWidget):
         self.title.setText(f"Review #{review.id} · {when} · {review.status}")
         marks = show_texts(self.reasoning, self.content, review, policy)
         self.content_mask.set_has_content(bool(review.content_text))
-        show_verdict(self.verdict, review, policy, marks)
+        self._marks = marks
+        self._show_outcome(review)
         self.policy_viewer.show_policy(policy)
         if policy is None:
             self.policy_viewer.setPlainText(
@@ -175,6 +177,11 @@ class ReviewDetail(QWidget):
                                      in ("violation", "safe"))  # fmt: skip
         if not same:
             self.decision_bar.reset(self._drafts.pop(review.id, ("", None)))
+
+    def _show_outcome(self, review: Review) -> None:
+        """The model's verdict, and the moderator's override over it when one stands."""
+        show_verdict(self.verdict, review, self.policy, self._marks)
+        self.verdict.set_outcome(review.override_label)
 
     def decision_texts(self) -> list[str]:
         return [self.decisions.item(i).text() for i in range(self.decisions.count())]
@@ -259,6 +266,7 @@ class ReviewDetail(QWidget):
             return
         self.review = fresh
         self._show_decisions(fresh)
+        self._show_outcome(fresh)
         self.decision_bar.accepted(f"Recorded: {action}" + (f" → {label}" if label else "") + ".")
         self.review_changed.emit(fresh)
 

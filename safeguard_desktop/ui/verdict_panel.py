@@ -102,6 +102,7 @@ class VerdictPanel(QFrame):
         self._reveal: RevealState | None = None
         self._mask_rationale = False
         self.problem = plain_label(self, "verdictProblem")
+        self.outcome_note = plain_label(self, "verdictOutcome")
         self.stale_note = plain_label(self, "verdictStale")
         self.stale_note.setText(STALE_NOTE)
         self.stale_note.hide()
@@ -131,6 +132,7 @@ class VerdictPanel(QFrame):
         layout.setSpacing(8)
         layout.addLayout(top)
         layout.addWidget(self.rationale)
+        layout.addWidget(self.outcome_note)
         layout.addWidget(self.stale_note)
         layout.addWidget(self.problem)
         save_row = QHBoxLayout()
@@ -158,6 +160,7 @@ class VerdictPanel(QFrame):
             self.confidence,
             self.meta,
             self.rationale,
+            self.outcome_note,
             self.problem,
             self.answer,
             self.stats,
@@ -259,6 +262,22 @@ class VerdictPanel(QFrame):
         text = stats_text(stats, tokens)
         if text:
             self._show(self.stats, text)
+
+    def set_outcome(self, human: str | None) -> None:
+        """A moderator's override stands: the badge shows it (✎), the model's verdict is
+        said beside it; None leaves the model's verdict as the outcome."""
+        if human not in ("violation", "safe"):
+            return
+        model = self.state
+        if human == model:
+            return
+        self._set_state(human)
+        self.badge.setText(f"{BADGE_TEXT[human]} ✎")
+        self._show(
+            self.outcome_note,
+            f"Moderator's outcome: {human.upper()} (override). "
+            f"The model said {BADGE_TEXT.get(model, model.upper())}.",
+        )
 
     def set_stale(self, stale: bool) -> None:
         """The content changed after this verdict: say so, and dim the badge."""
