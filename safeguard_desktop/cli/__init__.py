@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safeguard_desktop import __version__, egress, paths
+from safeguard_desktop import egress, paths
 from safeguard_desktop.cli import (
     classify_cmd,
     eval_cmd,
@@ -22,12 +23,22 @@ from safeguard_desktop.cli import (
     policies_cmd,
     queue_cmd,
     server_cmd,
+    sign_cmd,
 )
 from safeguard_desktop.cli.common import CliError, add_host_argument, setup_logging
 from safeguard_desktop.cli.terminal import SafeStream
 
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-COMMANDS = [classify_cmd, policies_cmd, history_cmd, server_cmd, models_cmd, queue_cmd, eval_cmd]
+COMMANDS = [
+    classify_cmd,
+    policies_cmd,
+    history_cmd,
+    server_cmd,
+    models_cmd,
+    queue_cmd,
+    eval_cmd,
+    sign_cmd,
+]
 # Top-level options also accepted after any subcommand (`--version` stays top-level only).
 GLOBAL_DESTS = ("data_dir", "verbose", "host")
 
@@ -40,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Review content against a policy with gpt-oss-safeguard on Ollama. "
         "Without a command, the desktop app opens.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="show the versions of the app, Qt, the ollama client and Python, and exit",
+    )
     parser.add_argument("--data-dir", help="keep settings, history and logs in this folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     add_host_argument(parser, top=True)
@@ -51,6 +66,52 @@ def build_parser() -> argparse.ArgumentParser:
     for subparser in _subparsers(parser):
         _add_global_options(subparser, shared)
     return parser
+
+
+def version_text() -> str:
+    """`--version`: one line each for the app, Qt, the ollama client and Python.
+
+    Qt is imported here only (it costs start-up), and a Qt that cannot load is reported,
+    not raised: `--version` is what one runs to find out what is wrong with an install.
+    """
+    from importlib import metadata
+
+    from safeguard_desktop import __version__
+
+    try:
+        from safeguard_desktop.qt import QtCore
+
+        qt = f"Qt {QtCore.qVersion()} (PySide6 {getattr(QtCore, '__version__', '?')})"
+    except Exception as exc:  # ImportError, or OSError for a missing system library
+        why = (str(exc).splitlines() or ["?"])[0]
+        qt = f"Qt unavailable ({type(exc).__name__}: {why})"
+    try:
+        ollama = metadata.version("ollama")
+    except metadata.PackageNotFoundError:
+        ollama = "not installed"
+    python = f"{platform.python_version()} ({platform.python_implementation()})"
+    return (
+        f"safeguard-desktop {__version__}\n{qt}\nollama (Python client) {ollama}\nPython {python}\n"
+    )
+
+
+class VersionAction(argparse.Action):
+    """Like argparse's "version" action, but the text is made only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(version_text())
+        sys.stdout.flush()
+        parser.exit()
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -68,6 +68,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bun = action("import-bundle", "verify and install a bundle made by `models export`", host=False)
     bun.add_argument("file")
     bun.add_argument("--models-dir", help="Ollama's models folder to install into")
+    bun.add_argument(
+        "--require-signature",
+        metavar="PUB",
+        help="refuse the bundle unless FILE.sig shows it intact and signed by this public key "
+        "(checked before anything is written)",
+    )
+    bun.add_argument("--sig", metavar="SIG", help="the signature file (default: FILE.sig)")
     action("warm", "load a model now so the first review does not wait").add_argument(
         "name", type=model_name
     )
@@ -207,17 +214,24 @@ async def _export(service: ModelsService, args: argparse.Namespace) -> int:
 
 
 async def _import_bundle(service: ModelsService, args: argparse.Namespace) -> int:
+    if args.sig and not args.require_signature:
+        raise CliError("--sig is used with --require-signature PUB (the key to check it with).")
     printer = ProgressPrinter(redrawing())
     try:
         result = await service.import_bundle(
-            Path(args.file), models_dir=args.models_dir, on_progress=printer
+            Path(args.file),
+            models_dir=args.models_dir,
+            on_progress=printer,
+            require_signature=args.require_signature,
+            signature=args.sig,
         )
     finally:
         printer.finish()
     present = f", {result.skipped} already present" if result.skipped else ""
+    signed = f"; signature by {args.require_signature} checked" if args.require_signature else ""
     print(
         f"Imported {result.name} into {result.path} ({result.blobs} blobs, "
-        f"{human_bytes(result.total)}{present}). {RESTART_HINT}"
+        f"{human_bytes(result.total)}{present}{signed}). {RESTART_HINT}"
     )
     return EXIT_OK
 

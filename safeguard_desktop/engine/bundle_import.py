@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import tarfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from safeguard_desktop.engine.bundle import (
     BLOB_ENTRY,
@@ -87,18 +89,30 @@ def import_bundle(
     *,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    expect: tuple[str, int] | None = None,
 ) -> BundleResult:
-    """Verify the whole bundle, then place its blobs and (last) its manifest in models_dir."""
+    """Verify the whole bundle, then place its blobs and (last) its manifest in models_dir.
+
+    `expect` (sha256 hex, size) is what a checked signature says the whole file is: the bytes
+    read here are hashed on the way and must be exactly those, else nothing is placed (the
+    file may have been swapped after its signature was checked).
+    """
     _check_regular(src)
     work = _Work(models_dir)
     try:
-        with src.open("rb") as raw:
+        with src.open("rb") as opened:
+            raw = _WholeFileHash(opened)
             try:
                 tar = tarfile.open(fileobj=raw, mode="r|")  # noqa: SIM115 - closed below
             except (tarfile.TarError, EOFError):
                 raise BundleError(f"{src.name} is not a model bundle (not a tar file).") from None
             with tar:
                 index, manifest, skipped = _receive(tar, work, on_progress, cancel)
+            if expect is not None and raw.finish() != expect:
+                raise BundleError(
+                    f"{src.name} changed while it was imported: it no longer matches its "
+                    "signature. Nothing was imported; copy the bundle again."
+                )
         _place(work, index, manifest)
     except FileNotFoundError as exc:
         work.undo()
@@ -112,6 +126,30 @@ def import_bundle(
         work.undo()
         raise
     return BundleResult(index.name, models_dir, len(index.blobs), index.total, skipped)
+
+
+class _WholeFileHash(io.RawIOBase):
+    """The bundle file as tarfile reads it, hashed and counted on the way."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self.handle.read(-1 if size is None else size)
+        self.hasher.update(data)
+        self.size += len(data)
+        return data
+
+    def finish(self) -> tuple[str, int]:
+        """Read what tarfile left (the end-of-archive padding); the whole file's digest, size."""
+        while self.read(1024 * 1024):
+            pass
+        return self.hasher.hexdigest(), self.size
 
 
 def _check_regular(src: Path) -> None:

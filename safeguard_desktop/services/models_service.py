@@ -6,8 +6,10 @@ task that awaits it. Errors are typed (`EngineError` family); nothing prints.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from safeguard_desktop import __version__, paths
 from safeguard_desktop.engine import bundle, bundle_import, gguf, gpu, models
@@ -25,6 +27,9 @@ from safeguard_desktop.engine.gpu import FitCheck, VramReport
 from safeguard_desktop.engine.models import LoadedModel, ModelDetails, ModelInfo, PullResult
 from safeguard_desktop.engine.progress import Progress, ProgressCallback, emit
 from safeguard_desktop.settings import Settings
+
+if TYPE_CHECKING:
+    from safeguard_desktop.core.signing import Signature
 
 __all__ = [
     "RESTART_HINT",
@@ -159,13 +164,53 @@ class ModelsService:
         *,
         models_dir: Path | str | None = None,
         on_progress: ProgressCallback | None = None,
+        require_signature: Path | str | None = None,
+        signature: Path | str | None = None,
     ) -> BundleResult:
-        """Verify the whole bundle, then place it; a damaged bundle changes nothing."""
+        """Verify the whole bundle, then place it; a damaged bundle changes nothing.
+
+        With `require_signature` (a NAME.pub), the bundle must carry a signature by that key
+        (`signature`, default FILE.sig) and match it byte for byte; this is checked over the
+        whole file before anything is written, and the bytes imported are checked again to be
+        those (see `bundle_import.import_bundle`'s `expect`).
+        """
+        path = Path(src).expanduser()
+        expect = None
+        if require_signature is not None:
+            signed = await bundle.in_thread(
+                _verify_signed,
+                path,
+                Path(require_signature).expanduser(),
+                Path(signature).expanduser() if signature is not None else None,
+                on_progress=on_progress,
+            )
+            expect = (signed.sha256, signed.size)
         result = await bundle.in_thread(
             bundle_import.import_bundle,
-            Path(src).expanduser(),
+            path,
             self.models_dir(models_dir),
             on_progress=on_progress,
+            expect=expect,
         )
         emit(on_progress, Progress("done", f"Imported {result.name}", result.total, result.total))
         return result
+
+
+def _verify_signed(
+    path: Path,
+    pub: Path,
+    sig: Path | None,
+    *,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Signature:
+    """The bundle's signature by `pub` holds for the whole file; else BundleError."""
+    from safeguard_desktop.services import signing  # cryptography loads only when needed
+
+    try:
+        verified = signing.verify_file(
+            path, pub, sig_path=sig, on_progress=on_progress, cancel=cancel
+        )
+    except signing.SignatureError as exc:
+        raise BundleError(f"{exc} The bundle is refused; nothing was imported.") from None
+    return verified.signature
