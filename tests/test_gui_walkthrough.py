@@ -162,3 +162,22 @@ def test_an_override_is_the_outcome_shown_everywhere(qtbot, history, make_view):
     qtbot.mouseClick(bar.agree_button, Qt.MouseButton.LeftButton)  # agreeing with the model
     qtbot.waitUntil(lambda: view.detail.verdict.badge.text() == "VIOLATION")
     assert view.detail.review.override_label is None
+
+
+def test_an_imported_items_own_id_is_shown_and_exported(qtbot, history, make_view):
+    """Issue 15 item 6: the external id kept with an imported item is shown in the list,
+    the detail and the escalation note."""
+    from safeguard_desktop.services.escalation import review_note
+
+    review_id = add_review(history, "an item about a parrot")
+    with history.connection() as conn:  # as an import stores it: the content's own "ref"
+        conn.execute(
+            "UPDATE reviews SET content_json = json_set(content_json, '$.ref', 'ticket-4711') "
+            "WHERE id = ?",
+            (review_id,),
+        )
+    view = make_view(history)
+    assert cell_text(view, 0).startswith("[ticket-4711] ")
+    open_row(qtbot, view, 0)
+    assert "item ticket-4711" in view.detail.title.text()
+    assert "**Item id:** `ticket-4711`" in review_note(view.detail.review)

@@ -136,6 +136,7 @@ def review_note(review: Review, options: NoteOptions = NoteOptions()) -> str:
             if human
             else []
         ),
+        *([f"- **Item id:** {code_span(clean(review.ref))}"] if review.ref else []),
         f"- **Model's verdict:** {code_span(verdict)}",
         f"- **Category:** {code_span(review.category)}",
         f"- **Rule ids:** {', '.join(code_span(r) for r in review.rule_ids) or '—'}",

@@ -70,6 +70,7 @@ class ReviewSummary:
     escalated: bool
     last_decision: str | None
     override_label: str | None = None  # a standing override's label (the human outcome)
+    ref: str | None = None  # the item's own id, kept from an imported file
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ class Review:
     last_decision: str | None
     notes: str
     decisions: tuple[Decision, ...]
+
+    @property
+    def ref(self) -> str | None:
+        """The item's own id, kept from the imported file (None when typed or pasted)."""
+        value = self.content.get("ref") if isinstance(self.content, dict) else None
+        return None if value is None else str(value)
 
     @property
     def override_label(self) -> str | None:
@@ -204,7 +211,8 @@ SUMMARY_COLUMNS = (
     "r.policy_version, r.model, substr(r.content_text, 1, 200), r.escalated, r.last_decision, "
     # The label of a standing override (last_decision is derived from the same trail).
     "CASE WHEN r.last_decision = 'override' THEN (SELECT d.label FROM decisions d "
-    "WHERE d.review_id = r.id AND d.action = 'override' ORDER BY d.id DESC LIMIT 1) END"
+    "WHERE d.review_id = r.id AND d.action = 'override' ORDER BY d.id DESC LIMIT 1) END, "
+    "json_extract(r.content_json, '$.ref')"  # the item's own id from an import
 )
 
 _PREVIEW_CHARS = 100
@@ -227,6 +235,7 @@ def summary_from_row(row: sqlite3.Row | tuple[object, ...]) -> ReviewSummary:
         escalated=bool(row[10]),
         last_decision=cast("str | None", row[11]),
         override_label=cast("str | None", row[12]) if len(row) > 12 else None,
+        ref=str(row[13]) if len(row) > 13 and row[13] is not None else None,
     )
 
 

@@ -122,7 +122,7 @@ def make_row(summary: ReviewSummary) -> Row:
         policy,
         summary.model,
         decision_text(summary),
-        summary.preview,
+        f"[{summary.ref}] {summary.preview}" if summary.ref else summary.preview,
     )
     return Row(summary, cells)
 

@@ -159,7 +159,8 @@ class ReviewDetail(QWidget):
         self.empty.hide()
         self.body.show()
         when = local_time(review.created_at, "%Y-%m-%d %H:%M")
-        self.title.setText(f"Review #{review.id} · {when} · {review.status}")
+        ref = f" · item {review.ref}" if review.ref else ""
+        self.title.setText(f"Review #{review.id}{ref} · {when} · {review.status}")
         marks = show_texts(self.reasoning, self.content, review, policy)
         self.content_mask.set_has_content(bool(review.content_text))
         self._marks = marks
