@@ -253,14 +253,20 @@ def test_killed_half_way_then_run_again_classifies_each_item_once_per_policy(
         assert after_kill["classifying"] == 0 and after_kill["interrupted"] >= 1
         assert 80 <= after_kill["classified"] <= 100
         assert after_kill["pending"] + after_kill["interrupted"] + after_kill["classified"] == 200
-        assert len(cli_json(capsys, data, "history", "list", "--limit", "1000")) == 200
+        # A unit whose answer came but whose record had not been written yet frees its slot
+        # (the server never waits for the database), so up to one answer per slot can be
+        # lost with the killed process; it is asked again below, never recorded twice.
+        recorded = len(cli_json(capsys, data, "history", "list", "--limit", "1000"))
+        assert 200 - 4 <= recorded <= 200
 
         code, out, err = cli(capsys, data, "queue", "run", "q", "--host", fake.url,
                              "--parallel", "4")  # fmt: skip
         assert code == 0, err
         assert "200 of 200 items classified" in out
         requests = len(fake.requests_to("/api/chat"))
-    assert requests == 400 + 4  # each review once, plus the 4 lost with the killed process
+    # Each review once, plus the 4 hung with the killed process and any answer it had not
+    # recorded yet.
+    assert requests == 400 + 4 + (200 - recorded)
     rows = cli_json(capsys, data, "queue", "items", "q")
     assert len(rows) == 200 and {r["state"] for r in rows} == {"classified"}
     review_ids = [v["review_id"] for r in rows for v in r["verdicts"]]

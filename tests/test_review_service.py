@@ -114,3 +114,29 @@ def test_a_stalled_stream_is_in_the_history_to_its_last_token(
     assert landed
     assert stored is not None and stored.status == "running"  # type: ignore[attr-defined]
     assert stored.reasoning == streamed  # type: ignore[attr-defined]
+
+
+def test_reviews_in_a_row_reuse_one_connection(tmp_path: Path) -> None:
+    """The stream is read to its end before the verdict is handed out, so the next review
+    goes over the same kept-alive connection (a new TCP connection per review cost a queue
+    or an evaluation several percent of its throughput)."""
+    settings = Settings(tmp_path / "settings.json")
+    settings.set("moderator", "ana")
+    with History.open(tmp_path / "h.sqlite3") as history, FakeOllama(token_rate=50_000) as fake:
+        session = Session.create(settings, Endpoint(fake.url), HistoryService(history))
+
+        async def go() -> list[str]:
+            try:
+                reviewer = session.reviewer(session.review_options(source="cli"))
+                await reviewer.server_version()  # provenance: over the plain HTTP client
+                before = fake.connections_accepted
+                labels = []
+                for text in ("you idiot", "nice photo", "you idiot again", "see you"):
+                    result = await reviewer.review(resolve_policy("harassment"), from_text(text))
+                    labels.append(result.status)
+                assert fake.connections_accepted - before <= 1  # one for the chat client
+                return labels
+            finally:
+                await session.aclose_client()
+
+        assert asyncio.run(go()) == ["done"] * 4

@@ -62,6 +62,7 @@ class Stats:
     eval_duration: int = 0
     first_token_s: float | None = None  # wall clock from request to first token
     wall_s: float = 0.0
+    served_model: str | None = None  # the model id the server says answered (provenance)
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -120,6 +121,8 @@ def unicode_text(text: str) -> str:
 class OllamaClient:
     """One server address; cheap to create, holds one connection pool."""
 
+    kind = "ollama"  # the backend kind (engine/backend.py); OpenAIClient's is "openai"
+
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         options = endpoint.httpx_options()
@@ -147,8 +150,11 @@ class OllamaClient:
         try:
             stream = await self._client.chat(**request.to_kwargs())
             # Close the HTTP stream here, on this loop, however the iteration ends.
+            final: Done | None = None
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
+                    if final is not None:
+                        continue  # nothing follows Ollama's final chunk: read to the end
                     started = True
                     msg = chunk.message
                     if msg.thinking:
@@ -158,8 +164,13 @@ class OllamaClient:
                         first = first or time.perf_counter() - t0
                         yield AnswerDelta(unicode_text(msg.content))
                     if chunk.done:
-                        yield Done(_stats(chunk, first, time.perf_counter() - t0))
-                        return
+                        final = Done(_stats(chunk, first, time.perf_counter() - t0))
+            # The response is read to its end before Done is handed out, so the connection
+            # goes back to the pool (closing mid-response cost a new TCP connection per
+            # review: 124 connections for 120 evaluation items).
+            if final is not None:
+                yield final
+                return
         except ollama.ResponseError as exc:
             raise map_response_error(exc, model=request.model, in_stream=started) from None
         except json.JSONDecodeError as exc:
@@ -212,4 +223,5 @@ def _stats(chunk: Any, first: float | None, wall: float) -> Stats:
         eval_duration=chunk.eval_duration or 0,
         first_token_s=first,
         wall_s=wall,
+        served_model=chunk.model or None,
     )

@@ -14,7 +14,7 @@ import socketserver
 import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
@@ -163,6 +163,8 @@ class FakeOllama:
         self.log_stream = log_stream
         self.pullable: dict[str, int] = {n: KNOWN_SIZES[n] for n in DEFAULT_PULLABLE}
         self.requests: list[RecordedRequest] = []
+        # Called with each request as it is recorded, under the lock (standalone's request log).
+        self.on_record: Callable[[RecordedRequest], None] | None = None
         self.loaded: dict[str, LoadedModel] = {}
         self.registry = Registry(state_file=state_file, models_dir=models_dir)
         self.slots = Slots(parallel, max_queue)
@@ -170,6 +172,7 @@ class FakeOllama:
         self.lock = threading.RLock()
         self._scripts: dict[str | None, deque[Scenario]] = {}
         self._connections: set[socket.socket] = set()
+        self.connections_accepted = 0  # TCP connections the fake accepted so far
         self._threads: set[threading.Thread] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -242,6 +245,7 @@ class FakeOllama:
         with self.lock:
             if add:
                 self._connections.add(conn)
+                self.connections_accepted += 1
             else:
                 self._connections.discard(conn)
 
@@ -281,6 +285,8 @@ class FakeOllama:
     def record(self, request: RecordedRequest) -> None:
         with self.lock:
             self.requests.append(request)
+            if self.on_record is not None:
+                self.on_record(request)
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """The recorded requests for one path, e.g. "/api/chat"."""
