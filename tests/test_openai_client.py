@@ -666,3 +666,32 @@ def test_a_reviewer_runs_end_to_end_on_an_openai_server(
     assert stored.model_digest is None
     assert body["reasoning_effort"] == "medium"
     assert body["messages"][0]["content"].startswith("Reasoning: medium\n\n")
+
+
+def test_a_json_policy_asks_an_openai_server_for_the_verdict_schema(tmp_path: Path) -> None:
+    """vLLM's version ("0.10.2") is not Ollama's: the Ollama 0.12.4 gate must not keep the
+    schema from an OpenAI-compatible server, nor warn about updating Ollama."""
+    from safeguard_desktop.core.policy import parse_policy
+
+    policy = parse_policy(
+        b"---\nid: sales\noutput: json\n---\n# Sales\n\n## Violates (1)\n- SA2 Selling.\n\n"
+        b"## Allowed (0)\n- SA0 Anything else.\n",
+        source=tmp_path / "sales.md",
+    )
+    with (
+        FakeOpenAI(flavor="vllm", token_rate=20_000) as fake,
+        History.open(tmp_path / "h.db") as history,
+    ):
+
+        async def go() -> Any:
+            client = OpenAIClient(Endpoint(fake.url))
+            try:
+                reviewer = Reviewer(client, options(MODEL), history)  # type: ignore[arg-type]
+                return await reviewer.review(policy, from_text("buy now"))
+            finally:
+                await client.aclose()
+
+        result = asyncio.run(go())
+        body = fake.chat_bodies[0]
+    assert body.get("response_format", {}).get("type") == "json_schema"
+    assert not any("Ollama" in w for w in result.warnings)

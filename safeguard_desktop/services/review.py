@@ -278,7 +278,10 @@ class Reviewer:
         version = await self.server_version()
         parsed = version_tuple(version)
         wanted = wants_schema(policy.output)
-        schema = wanted and parsed is not None and parsed >= SCHEMA_MIN_VERSION
+        if getattr(self.client, "kind", "ollama") == "openai":
+            schema = wanted  # sent as response_format; a server that refuses it is asked again
+        else:
+            schema = wanted and parsed is not None and parsed >= SCHEMA_MIN_VERSION
         request = self.build(policy, content, schema=schema)
         estimate = prompt_estimate(request.system, request.user)
         needed = tokens_needed(estimate, request.think)
@@ -306,7 +309,7 @@ class Reviewer:
         )
         result.request = request
         skipped = None
-        if wanted and not schema and version:
+        if wanted and not schema and version and getattr(self.client, "kind", "") != "openai":
             skipped = (
                 f"Ollama {version} cannot hold the answer to the verdict schema (0.12.4 and "
                 "later can), so the model was only asked for JSON; update Ollama for stricter "
