@@ -10,6 +10,7 @@ import pytest
 from safeguard_desktop import paths
 from safeguard_desktop.core.policy import lint, load_policy
 from safeguard_desktop.qt import QApplication, QFileDialog, QMimeData, Qt, QTextCursor, QUrl
+from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.history import History
 from safeguard_desktop.ui.main_window import MainWindow
 from safeguard_desktop.ui.policy_panel import lint_summary
@@ -36,6 +37,7 @@ Return a JSON object with violation, rule_ids, confidence and rationale.
 - TS0.a Ordinary conversation between people who know each other.
 """
 SPAM = "Buy now and save big, friend"
+FAKE_OLLAMA_BIN = Path(__file__).resolve().parent / "bin" / "ollama"
 LONG_THINKING = " ".join(f"Step {i} weighs the wording against the policy." for i in range(400))
 
 
@@ -141,13 +143,28 @@ def test_server_down_fails_with_the_not_running_sentence(
     qtbot, make_main_window, policy_file, tmp_path
 ):
     url = f"http://127.0.0.1:{closed_port()}"
-    win = make_main_window(url)
+    settings = Settings(tmp_path / "settings.json")
+    settings.set("ollama_path", str(FAKE_OLLAMA_BIN))  # installed here, just not running
+    win = make_main_window(url, settings)
     qtbot.waitUntil(lambda: "Not running" in win.status_text("server"), timeout=5000)
     type_and_classify(qtbot, win)
     wait_badge(qtbot, win, "FAILED")
     problem = win.review.verdict.problem.text()
     assert f"Ollama is not running at {url}" in problem
     save_screenshot(win, tmp_path, "review-server-down", publish=True)
+
+
+def test_ollama_not_installed_is_said_as_such(qtbot, make_main_window, policy_file, tmp_path):
+    """Issue 15 item 6: not "start it from the Server panel" when there is nothing to start."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    settings = Settings(tmp_path / "settings.json")
+    settings.set("ollama_path", str(tmp_path / "no-such-ollama"))
+    win = make_main_window(url, settings)
+    type_and_classify(qtbot, win)
+    wait_badge(qtbot, win, "FAILED")
+    problem = win.review.verdict.problem.text()
+    assert "Ollama is not installed on this machine" in problem
+    assert "Server panel" not in problem
 
 
 def test_missing_model_says_how_to_pull_it(qtbot, window):

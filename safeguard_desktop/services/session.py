@@ -24,12 +24,14 @@ from safeguard_desktop.engine.endpoint import (
     DEFAULT_HOST,
     Endpoint,
     HostError,
+    is_loopback,
     normalize_host,
     resolve_host,
     token_warning,
 )
-from safeguard_desktop.engine.errors import EngineError, ServerUnreachable
+from safeguard_desktop.engine.errors import EngineError, OllamaNotFound, ServerUnreachable
 from safeguard_desktop.engine.models import LoadedModel
+from safeguard_desktop.engine.server import find_ollama
 from safeguard_desktop.services.evaluation import EvaluationService
 from safeguard_desktop.services.history_service import HistoryService
 from safeguard_desktop.services.models_service import ModelsService
@@ -309,6 +311,21 @@ class Session:
                 "io", "No history is open, and evaluations are kept in it: fix the history first."
             )
         return EvaluationService(self, Evaluations(self.history.store))
+
+    def failure_text(self, error: BaseException) -> str:
+        """The sentence a failed review shows. Nothing answering at a local host where Ollama
+        is not even installed is said as that (not "start it from the Server panel")."""
+        if isinstance(error, ServerUnreachable) and is_loopback(self.endpoint.url):
+            try:
+                find_ollama(str(self.settings["ollama_path"] or ""))
+            except OllamaNotFound:
+                return (
+                    f"Nothing answers at {self.endpoint.url}, and Ollama is not installed on "
+                    "this machine. Install it (in a room without network: from the offline "
+                    "bundle), set its path in Settings → Local server, or set the address of "
+                    "a running Ollama in Settings (Ctrl+,)."
+                )
+        return str(error)
 
     # -- policies and models -----------------------------------------------------------------
     def policy_folders(self) -> list[Path]:

@@ -352,7 +352,10 @@ class ReviewView(QWidget):
         self.content_pane.apply_highlights(marks.content)
         if result.error is not None or result.verdict is None:
             self.verdict.set_failed(
-                _failure(result), model=result.model, effort=result.effort, warnings=result.warnings
+                _failure(result, self.ctx),
+                model=result.model,
+                effort=result.effort,
+                warnings=result.warnings,
             )
         else:
             self.verdict.set_verdict(
@@ -410,8 +413,10 @@ class ReviewView(QWidget):
         self.effort_picker.setCurrentText(self.ctx.review_options(source="gui").effort_for(policy))
 
 
-def _failure(result: ReviewResult) -> str:
-    return str(result.error) if result.error else "The review failed; try again."
+def _failure(result: ReviewResult, ctx: Session | None = None) -> str:
+    if result.error is None:
+        return "The review failed; try again."
+    return ctx.failure_text(result.error) if ctx is not None else str(result.error)
 
 
 def _notes(result: ReviewResult) -> list[str]:
