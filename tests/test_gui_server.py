@@ -400,3 +400,20 @@ def test_a_gguf_import_never_replaces_a_model_without_asking(
     assert "not a safety model" in shown
     safe_row = models.model.row_of("gpt-oss-safeguard:20b")
     assert models.model.index(safe_row, 0).data() == "gpt-oss-safeguard:20b"
+
+
+def test_a_server_gone_away_is_not_still_called_attached(
+    qtbot, make_main_window, tmp_path: Path
+) -> None:
+    """Issue 15 item 6: after the attached Ollama died the status bar said "Not running"
+    and "Attached to Ollama" at once."""
+    fake = FakeOllama()
+    fake.start()
+    try:
+        win, _integ = open_server(qtbot, make_main_window, fake.url)
+        qtbot.waitUntil(lambda: win.status_text("ollama") == "Attached to Ollama", timeout=15_000)
+    finally:
+        fake.stop()
+    win.monitor.check_now()
+    qtbot.waitUntil(lambda: "Not running" in win.status_text("server"), timeout=15_000)
+    qtbot.waitUntil(lambda: win.status_text("ollama") != "Attached to Ollama")

@@ -44,6 +44,13 @@ EVENT_STATUS = {
     "gave_up": ("Ollama keeps stopping · not restarted", "error"),
 }
 
+# What the field says while Ollama runs: cleared once the health check finds it gone.
+LIVE_TEXTS = frozenset(
+    text
+    for key, (text, _level) in EVENT_STATUS.items()
+    if key in ("started", "attached", "restarted")
+)
+
 
 class ServerIntegration(QObject):
     """Owns the Server view, the model operations, the supervisor and the two dialogs."""
@@ -253,6 +260,9 @@ class ServerIntegration(QObject):
         loaded = tuple(sorted(m.name for m in getattr(state, "loaded", ())))
         if reachable != self._last_reachable:
             self._last_reachable = reachable
+            if not reachable and self.window.status_text(STATUS_KEY) in LIVE_TEXTS:
+                # "Attached" or "started" beside "Not running" said two things at once.
+                self.window.set_status(STATUS_KEY, "")
             self.refresh_soon()
             self.panel.models.refresh()
         elif loaded != self._last_loaded:
