@@ -165,6 +165,7 @@ def test_ollama_not_installed_is_said_as_such(qtbot, make_main_window, policy_fi
     problem = win.review.verdict.problem.text()
     assert "Ollama is not installed on this machine" in problem
     assert "Server panel" not in problem
+    save_screenshot(win, tmp_path, "review-ollama-not-installed", publish=True)
 
 
 def test_missing_model_says_how_to_pull_it(qtbot, window):
@@ -454,6 +455,7 @@ def test_an_edited_or_loaded_content_marks_the_verdict_stale(qtbot, window, tmp_
     qtbot.keyClick(editor, Qt.Key.Key_End, Qt.KeyboardModifier.ControlModifier)
     qtbot.keyClicks(editor, " and more")
     assert panel.stale and "content has changed" in panel.stale_note.text()
+    save_screenshot(window, tmp_path, "review-stale-verdict", publish=True)
     for _ in range(len(" and more")):
         qtbot.keyClick(editor, Qt.Key.Key_Backspace)
     assert editor.toPlainText() == SPAM

@@ -400,6 +400,7 @@ def test_a_gguf_import_never_replaces_a_model_without_asking(
     assert "not a safety model" in shown
     safe_row = models.model.row_of("gpt-oss-safeguard:20b")
     assert models.model.index(safe_row, 0).data() == "gpt-oss-safeguard:20b"
+    save_screenshot(_win, tmp_path, "server-models-not-safety", publish=True)
 
 
 def test_a_server_gone_away_is_not_still_called_attached(

@@ -87,7 +87,7 @@ def test_a_review_without_a_verdict_takes_no_agree(qtbot, history, make_view, tm
         assert "has no verdict (FAILED)" in str(exc)
     else:
         raise AssertionError("an agree on a failed review was recorded")
-    save_screenshot(view, tmp_path, "walkthrough-failed-review")
+    save_screenshot(view, tmp_path, "history-failed-review-no-agree", publish=True)
 
 
 def test_after_a_decision_typing_goes_into_the_note(qtbot, history, make_view):
@@ -104,12 +104,15 @@ def test_after_a_decision_typing_goes_into_the_note(qtbot, history, make_view):
     assert bar.note.text() == "senior please look" and bar.label() is None
 
 
-def test_the_preview_column_hides_masked_content(qtbot, history, make_view, gui_settings):
+def test_the_preview_column_hides_masked_content(
+    qtbot, history, make_view, gui_settings, tmp_path: Path
+):
     add_review(history, "a distressing message about a ferret")
     gui_settings.set("mask_content", True)
     view = make_view(history)
     preview = view.model.index(0, COL_PREVIEW)
     assert preview.data() == MASKED_PREVIEW
+    save_screenshot(view, tmp_path, "history-masked-preview", publish=True)
     view.reveal.reveal()
     assert "ferret" in view.model.index(0, COL_PREVIEW).data()
     view.reveal.conceal()
@@ -137,7 +140,7 @@ def cell_text(view, row: int) -> str:
     return str(view.model.index(row, COL_PREVIEW).data())
 
 
-def test_an_override_is_the_outcome_shown_everywhere(qtbot, history, make_view):
+def test_an_override_is_the_outcome_shown_everywhere(qtbot, history, make_view, tmp_path: Path):
     """Issue 15 item 3: after an override to safe, the list, the badge and the escalation
     note say SAFE (the moderator's), with the model's VIOLATION beside it."""
     from safeguard_desktop.services.escalation import review_note
@@ -158,6 +161,7 @@ def test_an_override_is_the_outcome_shown_everywhere(qtbot, history, make_view):
     note = review_note(view.detail.review)
     assert note.startswith(f"## Review #{view.detail.review.id}: SAFE")
     assert "**Moderator's outcome:** `safe`" in note and "**Model's verdict:** `violation`" in note
+    save_screenshot(view, tmp_path, "history-override-outcome", publish=True)
 
     qtbot.mouseClick(bar.agree_button, Qt.MouseButton.LeftButton)  # agreeing with the model
     qtbot.waitUntil(lambda: view.detail.verdict.badge.text() == "VIOLATION")
