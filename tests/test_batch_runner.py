@@ -331,6 +331,33 @@ def test_a_unit_past_its_request_frees_its_slot_for_the_next() -> None:
     assert report.done == 2 and not report.stopped
 
 
+def test_answers_waiting_for_the_database_hold_back_new_requests() -> None:
+    """A database slower than the server: at most `parallel` units wait to record beside
+    `parallel` requests, so a killed process loses a bounded number of answers."""
+    from safeguard_desktop.services.batch_runner import release_slot
+
+    async def scenario() -> tuple[int, int]:
+        started: list[int] = []
+        database = asyncio.Event()
+
+        async def do_one(unit: int) -> Outcome:
+            started.append(unit)
+            release_slot()  # the answer came at once
+            await database.wait()  # recording waits for the database
+            return "done"
+
+        task = asyncio.ensure_future(BatchRunner[int](parallel=2).run(range(10), do_one))
+        for _ in range(100):  # the loop has long settled: nothing else can start
+            await asyncio.sleep(0)
+        held = len(started)
+        database.set()
+        report = await task
+        return held, report.done
+
+    held, done = asyncio.run(scenario())
+    assert held == 4 and done == 10
+
+
 def test_released_units_still_count_as_in_flight_when_stopped() -> None:
     """Cancelled while recording: the unit is handed back like any unit in flight."""
     from safeguard_desktop.services.batch_runner import release_slot

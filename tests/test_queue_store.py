@@ -237,6 +237,30 @@ def test_a_dead_runner_leaves_interrupted_items_and_a_live_one_keeps_the_queue(
         service.delete("q")
 
 
+def test_an_item_recorded_in_full_before_its_runner_died_is_classified_at_the_next_claim(
+    service: QueueService, tmp_path: Path
+) -> None:
+    """Killed after the item's last review was written but before its state was settled:
+    no unit is left to run for it, so the next run's claim settles it (it is not left
+    interrupted for ever)."""
+    service.create("q", [write_jsonl(tmp_path / "i.jsonl", ["a", "b"])], ["harassment"])
+    store = service.store
+    queue = store.get("q")
+    assert queue is not None
+    store.claim(queue.id)
+    first = store.units(queue.id)[0]
+    store.start(first)
+    store.record(first, finished(first), settle=False)  # a sibling unit was in flight
+    store.start(store.units(queue.id)[0])  # item 2: asked, never answered
+    with store.history.connection() as conn:
+        conn.execute("UPDATE queues SET runner_pid = NULL")  # the runner is gone
+    assert service.status("q").counts["interrupted"] == 2
+    assert store.claim(queue.id) == 2
+    counts = service.status("q").counts
+    assert (counts["classified"], counts["interrupted"]) == (1, 1)
+    assert [u.position for u in store.units(queue.id)] == [2]
+
+
 # --- decisions ---------------------------------------------------------------------------------
 
 

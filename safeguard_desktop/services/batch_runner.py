@@ -204,7 +204,15 @@ class BatchRunner(Generic[U]):
         report()
         try:
             while todo or in_flight:
-                while todo and len(in_flight) - len(released) < self.parallel and not stopping():
+                # Up to `parallel` requests, and at most as many units again past theirs
+                # still recording: a database slower than the server holds the next request
+                # back instead of piling up answers that a killed process would lose.
+                while (
+                    todo
+                    and len(in_flight) - len(released) < self.parallel
+                    and len(in_flight) < 2 * self.parallel
+                    and not stopping()
+                ):
                     unit = todo.popleft()
                     in_flight[asyncio.ensure_future(attempt(unit))] = unit
                 if not in_flight:

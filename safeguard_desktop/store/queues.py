@@ -364,6 +364,16 @@ class Queues:
                 "WHERE queue_id = ? AND state = 'classifying'",
                 (queue_id,),
             )
+            # An item whose every review was recorded before the runner died has nothing
+            # left to run, so no unit of this run would settle it: it is classified now.
+            conn.execute(
+                "UPDATE queue_items SET state = 'classified' WHERE queue_id = ? "
+                "AND state = 'interrupted' AND NOT EXISTS (SELECT 1 FROM queue_policies p "
+                "WHERE p.queue_id = queue_items.queue_id AND NOT EXISTS (SELECT 1 FROM "
+                "queue_item_reviews l WHERE l.item_id = queue_items.id "
+                "AND l.policy_sha256 = p.policy_sha256 AND l.outcome = 'done'))",
+                (queue_id,),
+            )
             return cur.rowcount
 
     def release(self, queue_id: int) -> None:
