@@ -12,6 +12,7 @@ import asyncio
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,9 +23,11 @@ import ollama
 from safeguard_desktop.core.content import from_text
 from safeguard_desktop.core.highlight import highlight
 from safeguard_desktop.core.policy import resolve_policy
-from safeguard_desktop.engine.client import OllamaClient
 from safeguard_desktop.engine.endpoint import Endpoint
-from safeguard_desktop.services.review import Reviewer, ReviewOptions
+from safeguard_desktop.services.history_service import HistoryService
+from safeguard_desktop.services.review import Reviewer
+from safeguard_desktop.services.session import Session
+from safeguard_desktop.settings import Settings
 from tests.fake_ollama import FakeOllama
 
 CONTENT = "you are worthless and everyone at school laughs at you"
@@ -58,8 +61,11 @@ async def compare(runs: int, rate: float, tokens: int) -> None:
         fake.reasoning_tokens = tokens
         policy = resolve_policy("harassment")
         content = from_text(CONTENT)
-        client = OllamaClient(Endpoint(fake.url))
-        reviewer = Reviewer(client, ReviewOptions(model="gpt-oss-safeguard:20b"))
+        folder = tempfile.TemporaryDirectory()  # history on, as a user has it
+        history = HistoryService.open(Path(folder.name) / "history.sqlite3")
+        session = Session.create(Settings(), Endpoint(fake.url), history)
+        options = session.review_options(source="gui", model="gpt-oss-safeguard:20b")
+        reviewer = session.reviewer(options)
         request = reviewer.build(policy, content, schema=False).to_kwargs()
         await pipeline(reviewer, policy, content)  # warm-up both paths
         await baseline(fake.url, request)
@@ -68,7 +74,9 @@ async def compare(runs: int, rate: float, tokens: int) -> None:
             pipe_t.append((await pipeline(reviewer, policy, content))[0])
             elapsed, chars = await baseline(fake.url, request)
             base_t.append(elapsed)
-        await client.aclose()
+        await session.aclose_client()
+        history.close()
+        folder.cleanup()
     b, p = statistics.median(base_t), statistics.median(pipe_t)
     print(
         f"stream: {tokens} reasoning tokens at {rate:.0f} tokens/s, {runs} runs each, "

@@ -4,8 +4,10 @@ Environment: OLLAMA_HOST, OLLAMA_NUM_PARALLEL, OLLAMA_MAX_QUEUE, OLLAMA_MODELS,
 OLLAMA_KEEP_ALIVE, OLLAMA_CONTEXT_LENGTH, plus test knobs FAKE_OLLAMA_MODELS (comma list),
 FAKE_OLLAMA_TOKEN_RATE, FAKE_OLLAMA_CRASH_AFTER (seconds, then exit code 2),
 FAKE_OLLAMA_STATE (JSON state file), FAKE_OLLAMA_VERSION, FAKE_OLLAMA_TOKEN (bearer token),
-FAKE_OLLAMA_REASONING_TOKENS, FAKE_OLLAMA_PULL_RATE and FAKE_OLLAMA_ENV_DUMP (a file that
-receives the OLLAMA_* variables the process saw, as JSON).
+FAKE_OLLAMA_REASONING_TOKENS, FAKE_OLLAMA_PULL_RATE, FAKE_OLLAMA_ENV_DUMP (a file that
+receives the OLLAMA_* variables the process saw, as JSON) and FAKE_OLLAMA_REQUEST_LOG (a file
+that gets, appended and flushed before the request is answered, one line per /api/chat
+request: its JSON body as received, re-serialized with json.dumps; `null` if it was not JSON).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
-from .server import FakeOllama, parse_keep_alive
+from .server import FakeOllama, RecordedRequest, parse_keep_alive
 
 DEFAULT_VERSION = "0.12.10"
 DEFAULT_PORT = 11434
@@ -101,6 +104,21 @@ def _slog(message: str, **attrs: str) -> None:
     )
 
 
+def chat_logger(stream: TextIO) -> Callable[[RecordedRequest], None]:
+    """FakeOllama.on_record for FAKE_OLLAMA_REQUEST_LOG: each /api/chat body as a JSON line."""
+    lock = threading.Lock()
+
+    def log(request: RecordedRequest) -> None:
+        if request.path != "/api/chat":
+            return
+        line = json.dumps(request.json, separators=(",", ":")) + "\n"
+        with lock:
+            stream.write(line)
+            stream.flush()
+
+    return log
+
+
 def serve() -> int:
     """Run the fake in the foreground until SIGTERM/SIGINT (exit 0)."""
     env = {k: v for k, v in os.environ.items() if k.startswith("OLLAMA_")}
@@ -146,6 +164,15 @@ def serve() -> int:
         print(f"Error: listen tcp {host}:{port}: bind: {reason}", file=sys.stderr)
         return 1
 
+    request_log = os.environ.get("FAKE_OLLAMA_REQUEST_LOG")
+    try:
+        log_file = open(request_log, "a", encoding="utf-8") if request_log else None  # noqa: SIM115
+    except OSError as exc:
+        print(f"Error: FAKE_OLLAMA_REQUEST_LOG: {exc}", file=sys.stderr)
+        return 1
+    if log_file is not None:
+        fake.on_record = chat_logger(log_file)
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -161,10 +188,16 @@ def serve() -> int:
     _slog("server config", env="map[" + " ".join(f"{k}:{v}" for k, v in sorted(env.items())) + "]")
     _slog(f"Listening on {bind_host}:{fake.port} (version {fake.version})")
     sys.stderr.flush()
-    fake.start()
-    while not stop.wait(0.2):
-        pass
-    fake.stop()
+    try:
+        fake.start()
+        while not stop.wait(0.2):
+            pass
+        fake.stop()
+    finally:
+        if log_file is not None:
+            with fake.lock:  # a straggling handler thread may still record
+                fake.on_record = None
+            log_file.close()
     return 0
 
 
