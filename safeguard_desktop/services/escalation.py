@@ -146,6 +146,7 @@ def review_note(review: Review, options: NoteOptions = NoteOptions()) -> str:
         f"- **Model:** {code_span(review.model)}"
         + (f", digest {code_span(review.model_digest[:19])}" if review.model_digest else "")
         + (f", Ollama {code_span(review.ollama_version)}" if review.ollama_version else ""),
+        f"- **Server:** {code_span(review.server_line or 'not recorded')}",
         f"- **Effort:** {code_span(review.effort)}, num_ctx {review.num_ctx}",
         f"- **Reviewed:** {code_span(review.created_at)} by {code_span(clean(review.moderator))}"
         f" ({code_span(review.status)})",

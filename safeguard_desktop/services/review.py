@@ -463,6 +463,7 @@ class Reviewer:
             host=self.client.endpoint.url,
             ollama_version=version,
             model_digest=digest,
+            backend=getattr(self.client, "kind", "ollama"),
         )
 
     async def _close(self, result: ReviewResult, saver: ProgressSaver | None) -> None:

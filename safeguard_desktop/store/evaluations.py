@@ -542,7 +542,7 @@ class Evaluations:
                 model=review.model, effort=review.effort, num_ctx=review.num_ctx,
                 seed=review.seed, temperature=review.temperature, moderator=review.moderator,
                 source=EVAL_SOURCE, host=review.host, model_digest=review.model_digest,
-                ollama_version=review.ollama_version,
+                ollama_version=review.ollama_version, backend=review.backend,
             )  # fmt: skip
             write_outcome(
                 conn, review_id, status=review.status, reasoning=review.reasoning,

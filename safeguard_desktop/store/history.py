@@ -224,6 +224,7 @@ class History:
         host: str = "",
         model_digest: str | None = None,
         ollama_version: str | None = None,
+        backend: str | None = None,
     ) -> int:
         """Write the review (status running) before the first token, and its policy text once."""
         with self._op() as conn, write_txn(conn):
@@ -234,7 +235,7 @@ class History:
                 policy_title=policy_title, policy_text=policy_text, model=model, effort=effort,
                 num_ctx=num_ctx, seed=seed, temperature=temperature, moderator=moderator,
                 source=source, host=host, model_digest=model_digest,
-                ollama_version=ollama_version,
+                ollama_version=ollama_version, backend=backend,
             )  # fmt: skip
 
     def save_progress(self, review_id: int, *, reasoning: str, answer: str) -> None:
@@ -495,6 +496,7 @@ def insert_review(
     host: str = "",
     model_digest: str | None = None,
     ollama_version: str | None = None,
+    backend: str | None = None,
 ) -> int:
     """Insert a review (status running) and its policy text once; returns its id."""
     if source not in SOURCES:
@@ -512,6 +514,7 @@ def insert_review(
         "content_kind": content_kind, "source": source, "policy_sha256": policy_sha256,
         "policy_id": policy_id, "policy_version": policy_version, "model": model,
         "model_digest": model_digest, "ollama_version": ollama_version, "host": host,
+        **({"backend": backend} if backend else {}),  # column of migration 7
         "effort": effort, "num_ctx": num_ctx, "seed": seed, "temperature": temperature,
         "moderator": moderator, "writer_pid": os.getpid(),
         "writer_host": socket.gethostname(),
@@ -523,6 +526,12 @@ def insert_review(
     review_id = cur.lastrowid
     assert review_id is not None
     return review_id
+
+
+def _served_model(stats: Mapping[str, object] | None) -> str | None:
+    """The model id the server named in its answer, kept in its own column."""
+    served = (stats or {}).get("served_model")
+    return str(served) if served else None
 
 
 def write_outcome(
@@ -560,6 +569,8 @@ def write_outcome(
             error, model_digest, ollama_version, review_id,
         ),
     )  # fmt: skip
+    if served := _served_model(stats):  # column of migration 7
+        conn.execute("UPDATE reviews SET served_model = ? WHERE id = ?", (served, review_id))
 
 
 def append_decision(

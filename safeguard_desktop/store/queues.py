@@ -171,6 +171,7 @@ class FinishedReview:
     verdict: Mapping[str, object] | None
     stats: Mapping[str, object] | None
     error: str | None
+    backend: str | None = None  # "ollama" | "openai": the kind of server that judged
 
 
 def _queue(row: sqlite3.Row) -> QueueRow:
@@ -433,7 +434,7 @@ class Queues:
                 model=review.model, effort=review.effort, num_ctx=review.num_ctx,
                 seed=review.seed, temperature=review.temperature, moderator=review.moderator,
                 source="queue", host=review.host, model_digest=review.model_digest,
-                ollama_version=review.ollama_version,
+                ollama_version=review.ollama_version, backend=review.backend,
             )  # fmt: skip
             write_outcome(
                 conn, review_id, status=review.status, reasoning=review.reasoning,

@@ -113,6 +113,17 @@ class Review:
     last_decision: str | None
     notes: str
     decisions: tuple[Decision, ...]
+    backend: str | None = None  # "ollama" | "openai"; None before migration 7 (Ollama)
+    served_model: str | None = None  # the model id the server named in its answer
+
+    @property
+    def server_line(self) -> str:
+        """Which server judged: address, kind and the model id it answered with."""
+        kind = {"openai": "OpenAI-compatible", "ollama": "Ollama"}.get(self.backend or "", "")
+        served = self.served_model if self.served_model and self.served_model != self.model else ""
+        return " · ".join(
+            part for part in (self.host, kind, served and f"served as {served}") if part
+        )
 
     @property
     def ref(self) -> str | None:

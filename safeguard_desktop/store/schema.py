@@ -430,6 +430,17 @@ _MIGRATION_5: tuple[Step, ...] = (
 # beside the code that reads those tables.
 from .evaluations import MIGRATION_EVALUATIONS  # noqa: E402 (beside the tuple it extends)
 
+# --- 7: which kind of server judged, and the model id it said it served ------------------
+# A review can come from any host of a pool: `host` (its address) was there from the start;
+# `backend` is "ollama" or "openai" (vLLM, llama-server, LM Studio), and `served_model` is
+# the model id the server named in its answer (an alias on the host may differ from the
+# model asked for). NULL on reviews written before: they came from Ollama, whose answer was
+# not kept.
+_MIGRATION_7: tuple[Step, ...] = (
+    "ALTER TABLE reviews ADD COLUMN backend TEXT",
+    "ALTER TABLE reviews ADD COLUMN served_model TEXT",
+)
+
 MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     _MIGRATION_1,
     _MIGRATION_2,
@@ -437,4 +448,5 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     _MIGRATION_4,
     _MIGRATION_5,
     MIGRATION_EVALUATIONS,
+    _MIGRATION_7,
 )

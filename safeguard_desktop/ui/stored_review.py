@@ -142,6 +142,7 @@ def provenance_lines(review: Review) -> list[str]:
         f"Model: {review.model}"
         + (f" · digest {review.model_digest[:19]}" if review.model_digest else "")
         + (f" · Ollama {review.ollama_version}" if review.ollama_version else ""),
+        f"Server: {review.server_line or 'not recorded'}",
         f"Effort: {review.effort} · num_ctx {review.num_ctx:,} · seed "
         f"{'random' if review.seed is None else review.seed} · temperature "
         f"{'default' if review.temperature is None else review.temperature}",
