@@ -121,7 +121,7 @@ def test_queue_commands_and_their_json(capsys, tmp_path: Path) -> None:
     assert [r["item"] for r in rows] == [1, 2, 3, 4, 5, 6]
     first = rows[0]
     assert {"item", "state", "verdicts", "decision"} <= set(first) and first["decision"] is None
-    assert [set(v) for v in first["verdicts"]] == [{"policy", "label", "review_id"}] * 2
+    assert [set(v) for v in first["verdicts"]] == [{"policy", "label", "review_id", "host"}] * 2
     assert [v["policy"] for v in first["verdicts"]] == ["harassment", "spam-scams"]
     assert {v["label"] for r in rows for v in r["verdicts"]} <= {"violation", "safe"}
 

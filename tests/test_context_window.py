@@ -184,7 +184,7 @@ def test_a_prompt_cut_by_the_server_anyway_is_flagged(
     async def unknown(client: object, name: str) -> None:
         return None
 
-    monkeypatch.setattr(review_service, "context_length", unknown)
+    monkeypatch.setattr(review_service, "server_context_limit", unknown)
     set_context_length(fake, 8_192)
     code, out, err = classify(
         capsys, tmp_path, "--policy", str(policy_file), "--text", CONTENT, "--host", fake.url

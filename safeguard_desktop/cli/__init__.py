@@ -19,6 +19,7 @@ from safeguard_desktop.cli import (
     classify_cmd,
     eval_cmd,
     history_cmd,
+    hosts_cmd,
     models_cmd,
     policies_cmd,
     queue_cmd,
@@ -37,6 +38,7 @@ COMMANDS = [
     models_cmd,
     queue_cmd,
     eval_cmd,
+    hosts_cmd,
     sign_cmd,
 ]
 # Top-level options also accepted after any subcommand (`--version` stays top-level only).

@@ -19,7 +19,7 @@ from safeguard_desktop.cli.classify_cmd import model_name
 from safeguard_desktop.cli.common import EXIT_ENGINE, CliError, open_session, print_json, warn
 from safeguard_desktop.cli.history_cmd import plain_text
 from safeguard_desktop.cli.progress import human_duration
-from safeguard_desktop.cli.queue_cmd import ProgressLine, parallel_count
+from safeguard_desktop.cli.queue_cmd import ProgressLine, host_names, parallel_count
 from safeguard_desktop.cli.terminal import safe_terminal
 from safeguard_desktop.core.vocabulary import EFFORTS
 from safeguard_desktop.services.evaluation import (
@@ -97,7 +97,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _label_options(rn)
     rn.add_argument(
         "--parallel", type=parallel_count, metavar="N",
-        help="requests in flight (default: the num_parallel setting)",
+        help="requests in flight on the local server (default: the num_parallel setting); "
+        "other hosts use their slots",
+    )  # fmt: skip
+    rn.add_argument(
+        "--hosts", type=host_names, metavar="NAME,NAME",
+        help="spread the items over these hosts (default: every enabled host; see `hosts list`)",
     )  # fmt: skip
     rn.add_argument("--model", type=model_name, help="model (default: the setting)")
     rn.add_argument(
@@ -308,7 +313,8 @@ async def _run(
         return await service.run(
             args.policy, args.labels, text_column=args.text_column,
             label_column=args.label_column, positive=args.positive, model=args.model,
-            effort=args.effort, parallel=args.parallel, on_progress=line, fresh=args.fresh,
+            effort=args.effort, parallel=args.parallel, hosts=args.hosts, on_progress=line,
+            on_warning=line.warn, fresh=args.fresh,
         )  # fmt: skip
     finally:
         await session.aclose_client()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from safeguard_desktop.cli.classify_cmd import model_name
-from safeguard_desktop.cli.common import EXIT_ENGINE, CliError, open_session, print_json
+from safeguard_desktop.cli.common import EXIT_ENGINE, CliError, open_session, print_json, warn
 from safeguard_desktop.cli.history_cmd import plain_text
 from safeguard_desktop.cli.progress import human_duration
 from safeguard_desktop.cli.terminal import redrawing, safe_terminal
@@ -48,6 +48,14 @@ def parallel_count(text: str) -> int:
     if not 1 <= value <= 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests from 1 to 64")
     return value
+
+
+def host_names(text: str) -> list[str]:
+    """--hosts NAME,NAME: the names, in order, without blanks."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one host, e.g. --hosts local,gpu2")
+    return names
 
 
 def item_number(text: str) -> int:
@@ -107,7 +115,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     rn.add_argument("name", type=plain_text)
     rn.add_argument(
         "--parallel", type=parallel_count, metavar="N",
-        help="requests in flight (default: the num_parallel setting)",
+        help="requests in flight on the local server (default: the num_parallel setting); "
+        "other hosts use their slots",
+    )  # fmt: skip
+    rn.add_argument(
+        "--hosts", type=host_names, metavar="NAME,NAME",
+        help="spread the items over these hosts (default: every enabled host; see `hosts list`)",
     )  # fmt: skip
     rn.set_defaults(func=run_run)
 
@@ -369,6 +382,11 @@ class ProgressLine:
                 self._last_tenth = tenth
         self._last_text = text
 
+    def warn(self, message: str) -> None:
+        """A warning on its own line, the progress line redrawn after it."""
+        self.finish()
+        warn(message)
+
     def finish(self) -> None:
         if self.tty and self._drawn:
             self.stream.write("\n")
@@ -396,7 +414,7 @@ def run_run(args: argparse.Namespace) -> int:
     try:
         try:
             service = session.queues()
-            report = asyncio.run(_run(session, service, args.name, args.parallel, line))
+            report = asyncio.run(_run(session, service, args.name, args.parallel, args.hosts, line))
             status = service.status(args.name)
         except KeyboardInterrupt:
             line.finish()
@@ -433,9 +451,16 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 async def _run(
-    session: Session, service: QueueService, name: str, parallel: int | None, line: ProgressLine
+    session: Session,
+    service: QueueService,
+    name: str,
+    parallel: int | None,
+    hosts: list[str] | None,
+    line: ProgressLine,
 ) -> RunReport:
     try:
-        return await service.run(name, parallel=parallel, on_progress=line)
+        return await service.run(
+            name, parallel=parallel, hosts=hosts, on_progress=line, on_warning=line.warn
+        )
     finally:
         await session.aclose_client()

@@ -52,22 +52,17 @@ from safeguard_desktop.core.policy import Policy, PolicyError, resolve_policy
 from safeguard_desktop.core.vocabulary import EFFORTS
 from safeguard_desktop.engine.errors import (
     EngineError,
-    ModelMissing,
-    QueueFull,
-    ServerUnreachable,
-    Unauthorized,
 )
 from safeguard_desktop.services.batch_runner import (
     Backoff,
     BatchRunner,
     Progress,
-    Retry,
     RunReport,
-    release_slot,
 )
 from safeguard_desktop.services.batch_runner import Outcome as UnitOutcome
 from safeguard_desktop.services.escalation import code_span, fence
-from safeguard_desktop.services.review import Reviewer, ReviewResult
+from safeguard_desktop.services.hosts import HostConfigError, HostPool, PoolHost
+from safeguard_desktop.services.review import ReviewOptions, ReviewResult
 from safeguard_desktop.store.db import HistoryError
 from safeguard_desktop.store.evaluations import (
     EvalBusy,
@@ -105,8 +100,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("safeguard.evaluation")
-# A server nobody answers on is tried this often (with backoff) before the run stops.
-UNREACHABLE_ATTEMPTS = 4
 # A labelled set from a history search takes at most this many reviews.
 MAX_HISTORY_ITEMS = 10_000
 # The report lists at most this many items per group of errors (the rest are counted).
@@ -696,14 +689,17 @@ class EvaluationService:
         model: str | None = None,
         effort: str | None = None,
         parallel: int | None = None,
+        hosts: Sequence[str] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
         stop: asyncio.Event | None = None,
         backoff: Backoff | None = None,
         fresh: bool = False,
     ) -> RunOutcome:
         """Evaluate a policy (id or file) on a labelled set (a file, imported or found again
-        by checksum, or a stored set's name), `parallel` requests in flight (default: the
-        num_parallel setting).
+        by checksum, or a stored set's name), over the hosts named (default: every enabled
+        host; with --host only that server), `parallel` requests in flight on the local one
+        (default: the num_parallel setting), the others with their slots.
 
         The same evaluation (policy version, set, model, effort) run again continues its
         unfinished run, or gives the finished one back without sending anything; `fresh`
@@ -744,8 +740,8 @@ class EvaluationService:
             except EvalBusy as exc:
                 raise EvaluationError(str(exc)) from None
             try:
-                job = _Job(self, run, policy, self.session.reviewer(options, save=False))
-                report = await job.run(n, on_progress, stop, backoff)
+                job = _Job(self, run, policy, options)
+                report = await job.run(n, hosts, on_progress, on_warning, stop, backoff)
             finally:
                 with contextlib.suppress(HistoryError):
                     await asyncio.shield(asyncio.to_thread(self.store.release, run.id))
@@ -761,63 +757,75 @@ class _Job:
     """One call of `run` on one evaluation run: the items left, the reviewer, provenance."""
 
     def __init__(
-        self, service: EvaluationService, run: EvalRunRow, policy: Policy, reviewer: Reviewer
+        self, service: EvaluationService, run: EvalRunRow, policy: Policy, options: ReviewOptions
     ) -> None:
+        self.service = service
         self.store = service.store
         self.run_row = run
         self.policy = policy
-        self.reviewer = reviewer
+        self.options = options
         self.total = 0
-        self.digest: str | None = None
-        self.version: str | None = None
+        self.pool: HostPool | None = None
 
     async def run(
         self,
         parallel: int,
+        hosts: Sequence[str] | None,
         on_progress: Callable[[Progress], None] | None,
+        on_warning: Callable[[str], None] | None,
         stop: asyncio.Event | None,
         backoff: Backoff | None,
     ) -> RunReport:
         units = await asyncio.to_thread(self.store.units, self.run_row.id)
         items = await asyncio.to_thread(self.store.items, self.run_row.label_set_id)
         self.total = len(units)
-        if units:  # provenance, once per run (cached by the reviewer)
-            self.version = await self.reviewer.server_version()
-            self.digest = await self.reviewer.model_digest(self.reviewer.options.model)
+        if units:  # no server is asked anything when nothing is left to do
+            try:
+                self.pool = await self.service.session.hosts().pool(
+                    self.options, hosts, parallel=parallel
+                )
+            except HostConfigError as exc:
+                raise EvaluationError(str(exc)) from None
+            parallel = self.pool.parallel
+            for warning in self.pool.warnings:
+                log.warning("evaluation run %d: %s", self.run_row.id, warning)
+                if on_warning is not None:
+                    on_warning(warning)
         runner: BatchRunner[EvalUnit] = BatchRunner(parallel=parallel, backoff=backoff)
-        return await runner.run(
-            units,
-            self.do_one,
-            on_progress=on_progress,
-            done_before=len(items) - len(units),
-            stop=stop,
-        )
+        try:
+            return await runner.run(
+                units,
+                self.do_one,
+                on_progress=on_progress,
+                done_before=len(items) - len(units),
+                stop=stop,
+            )
+        finally:
+            if self.pool is not None:
+                await self.pool.aclose()
 
     async def do_one(self, unit: EvalUnit) -> UnitOutcome:
         if await asyncio.to_thread(self.store.done, unit):
             return "skipped"
-        result = await self.reviewer.review(self.policy, Content(kind="message", text=unit.text))
-        error = result.error
-        if isinstance(error, QueueFull):
-            raise Retry(error)
-        if isinstance(error, ServerUnreachable):
-            raise Retry(error, max_attempts=UNREACHABLE_ATTEMPTS)
-        if isinstance(error, ModelMissing | Unauthorized):
-            raise error  # no later item can do better: stop the run
-        release_slot()  # the server is done with it: the next item starts while this one records
+        assert self.pool is not None
+        # Raises Retry (busy, or its host went away: again, maybe on another host) or what
+        # stops the run; frees the runner's slot once the answer is in.
+        content = Content(kind="message", text=unit.text)
+        result, host = await self.pool.review(self.policy, content)
         label = _result_label(result)
         seconds, tokens = _stats_figures(result)
         review_id = await asyncio.to_thread(
             lambda: self.store.record(
-                unit, self._finished_review(result), label=label, seconds=seconds, tokens=tokens
+                unit, self._finished_review(result, host), label=label, seconds=seconds,
+                tokens=tokens,
             )
-        )
+        )  # fmt: skip
         if review_id is None:
             log.warning("run %d item %d already had a finished review", unit.run_id, unit.position)
             return "skipped"
         return "done" if result.status == "done" else "failed"
 
-    def _finished_review(self, result: ReviewResult) -> FinishedReview:
+    def _finished_review(self, result: ReviewResult, host: PoolHost) -> FinishedReview:
         request = result.request
         assert request is not None  # every result of Reviewer.review carries its request
         policy = result.policy
@@ -827,8 +835,8 @@ class _Job:
             policy_version=policy.version, policy_title=policy.title, policy_text=policy.text,
             model=request.model, effort=request.think, num_ctx=request.num_ctx,
             seed=request.seed, temperature=request.temperature,
-            moderator=self.reviewer.options.moderator, host=self.reviewer.client.endpoint.url,
-            model_digest=self.digest, ollama_version=self.version,
+            moderator=self.options.moderator, host=host.url, backend=host.kind,
+            model_digest=host.digest, ollama_version=host.ollama_version,
             status="done" if result.status == "done" else "failed",
             reasoning=result.reasoning, answer=result.answer,
             verdict=result.verdict.to_dict() if result.verdict else None,

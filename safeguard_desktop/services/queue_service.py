@@ -43,22 +43,17 @@ from safeguard_desktop.core.policy import Policy, PolicyError, parse_policy, res
 from safeguard_desktop.core.vocabulary import EFFORTS
 from safeguard_desktop.engine.errors import (
     EngineError,
-    ModelMissing,
-    QueueFull,
-    ServerUnreachable,
-    Unauthorized,
 )
 from safeguard_desktop.services.batch_runner import (
     Backoff,
     BatchRunner,
     Outcome,
     Progress,
-    Retry,
     RunReport,
-    release_slot,
     throughput,
 )
-from safeguard_desktop.services.review import Reviewer, ReviewResult
+from safeguard_desktop.services.hosts import HostConfigError, HostPool, PoolHost
+from safeguard_desktop.services.review import ReviewResult
 from safeguard_desktop.store.db import HistoryError
 from safeguard_desktop.store.queues import (
     ITEM_ACTIONS,
@@ -101,8 +96,6 @@ MAX_NAME = 100
 # A queue from a history search takes at most this many reviews (a search matching more
 # is too broad to be one day's queue: narrow it).
 MAX_HISTORY_ITEMS = 10_000
-# A server nobody answers on is tried this often (with backoff) before the run stops.
-UNREACHABLE_ATTEMPTS = 4
 _RUNNING: set[tuple[str, int]] = set()  # (history file, queue id) run by this process now
 
 
@@ -119,9 +112,13 @@ class VerdictCell:
     review_id: int | None
     rule_ids: tuple[str, ...] = ()
     confidence: str | float | None = None
+    host: str | None = None  # the server that judged
 
     def to_json(self) -> dict[str, Any]:
-        return {"policy": self.policy, "label": self.label, "review_id": self.review_id}
+        return {
+            "policy": self.policy, "label": self.label, "review_id": self.review_id,
+            "host": self.host,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -475,7 +472,12 @@ class QueueService:
             else:
                 cells.append(
                     VerdictCell(
-                        p.policy_id, link.label, link.review_id, link.rule_ids, link.confidence
+                        p.policy_id,
+                        link.label,
+                        link.review_id,
+                        link.rule_ids,
+                        link.confidence,
+                        link.host,
                     )
                 )
         state = item.state
@@ -614,12 +616,16 @@ class QueueService:
         name: str,
         *,
         parallel: int | None = None,
+        hosts: Sequence[str] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
         stop: asyncio.Event | None = None,
         backoff: Backoff | None = None,
     ) -> RunReport:
-        """Classify every item still to do, `parallel` requests in flight (default: the
-        num_parallel setting), items in queue order. Progress counts items.
+        """Classify every item still to do, items in queue order, over the hosts named
+        (default: every enabled host; with --host only that server), each with its slots in
+        flight (`parallel`, default the num_parallel setting, for the local server). Progress
+        counts items; `on_warning` hears of hosts left out.
 
         Cancelling puts the items in flight back to pending; a killed process leaves them
         classifying, and the next run takes them as interrupted. Raises QueueError,
@@ -643,7 +649,20 @@ class QueueService:
             try:
                 job = _Job(self, queue)
                 await job.prepare()
-                return await job.run(n, on_progress, stop, backoff)
+                if not job.units:  # nothing to do: no server is asked anything
+                    return await job.run(n, on_progress, stop, backoff)
+                try:
+                    job.pool = await self.session.hosts().pool(job.options, hosts, parallel=n)
+                except HostConfigError as exc:
+                    raise QueueError(str(exc)) from None
+                try:
+                    for warning in job.pool.warnings:
+                        log.warning("queue %s: %s", queue.name, warning)
+                        if on_warning is not None:
+                            on_warning(warning)
+                    return await job.run(job.pool.parallel, on_progress, stop, backoff)
+                finally:
+                    await job.pool.aclose()
             finally:
                 with contextlib.suppress(HistoryError):
                     await asyncio.shield(asyncio.to_thread(self.store.release, queue.id))
@@ -843,8 +862,10 @@ class _Job:
         self.store = service.store
         self.queue = queue
         session = service.session
-        options = session.review_options(source="queue", model=queue.model, effort=queue.effort)
-        self.reviewer: Reviewer = session.reviewer(options, save=False)
+        self.options = session.review_options(
+            source="queue", model=queue.model, effort=queue.effort
+        )
+        self.pool: HostPool | None = None
         self.policies: dict[str, Policy] = {}
         self.units: list[Unit] = []
         self.left: Counter[int] = Counter()  # units not finished, per item
@@ -852,8 +873,6 @@ class _Job:
         self.items_total = 0
         self.items_done = 0
         self.items_done_before = 0
-        self.digest: str | None = None
-        self.version: str | None = None
 
     async def prepare(self) -> None:
         stored = await asyncio.to_thread(self.store.policies, self.queue.id)
@@ -863,9 +882,6 @@ class _Job:
         counts = await asyncio.to_thread(self.store.state_counts, self.queue.id)
         self.items_total = sum(counts.values())
         self.items_done_before = self.items_total - len(self.left)
-        if self.units:  # provenance, once per run (cached by the reviewer)
-            self.version = await self.reviewer.server_version()
-            self.digest = await self.reviewer.model_digest(self.reviewer.options.model)
 
     async def run(
         self,
@@ -913,24 +929,19 @@ class _Job:
             # The item is marked classifying while its request is already on its way (the
             # server's slot does not wait for the database); the mark is settled first.
             starting = asyncio.ensure_future(asyncio.to_thread(self.store.start, unit))
+            assert self.pool is not None
             try:
-                result = await self.reviewer.review(policy, content_from_dict(unit.content))
+                # Raises Retry (busy, or its host went away: again, maybe on another host)
+                # or what stops the run; frees the runner's slot once the answer is in.
+                result, host = await self.pool.review(policy, content_from_dict(unit.content))
             finally:
                 await asyncio.gather(starting, return_exceptions=True)
             if not starting.result():  # decided or done meanwhile: nothing to record
                 self._finished(unit)
                 return "skipped"
-            error = result.error
-            if isinstance(error, QueueFull):
-                raise Retry(error)
-            if isinstance(error, ServerUnreachable):
-                raise Retry(error, max_attempts=UNREACHABLE_ATTEMPTS)
-            if isinstance(error, ModelMissing | Unauthorized):
-                raise error  # no later item can do better: stop the run
-            release_slot()  # the request is over: the next unit starts while this records
             settle = self.in_flight[item] == 1
             review_id = await asyncio.to_thread(
-                self.store.record, unit, self._finished_review(result), settle=settle
+                self.store.record, unit, self._finished_review(result, host), settle=settle
             )
         finally:
             self.in_flight[item] -= 1
@@ -947,7 +958,7 @@ class _Job:
         items = sorted({u.item_id for u in units})
         await asyncio.to_thread(self.store.settle, items)
 
-    def _finished_review(self, result: ReviewResult) -> FinishedReview:
+    def _finished_review(self, result: ReviewResult, host: PoolHost) -> FinishedReview:
         request = result.request
         assert request is not None  # every result of Reviewer.review carries its request
         policy = result.policy
@@ -957,8 +968,8 @@ class _Job:
             policy_version=policy.version, policy_title=policy.title, policy_text=policy.text,
             model=request.model, effort=request.think, num_ctx=request.num_ctx,
             seed=request.seed, temperature=request.temperature,
-            moderator=self.reviewer.options.moderator, host=self.reviewer.client.endpoint.url,
-            model_digest=self.digest, ollama_version=self.version,
+            moderator=self.options.moderator, host=host.url, backend=host.kind,
+            model_digest=host.digest, ollama_version=host.ollama_version,
             status="done" if result.status == "done" else "failed",
             reasoning=result.reasoning, answer=result.answer,
             verdict=result.verdict.to_dict() if result.verdict else None,

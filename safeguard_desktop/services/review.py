@@ -26,9 +26,11 @@ from safeguard_desktop.core.tokens import (
     window_size,
 )
 from safeguard_desktop.core.verdict import Verdict, parse_verdict
+from safeguard_desktop.engine.backend import context_limit as server_context_limit
+from safeguard_desktop.engine.backend import model_digest as server_model_digest
 from safeguard_desktop.engine.client import AnswerDelta, Done, OllamaClient, Stats, ThinkingDelta
 from safeguard_desktop.engine.errors import EngineError, InternalError
-from safeguard_desktop.engine.models import context_length, list_models
+from safeguard_desktop.engine.openai_client import OpenAIClient
 from safeguard_desktop.store.history import History, HistoryError
 
 __all__ = [
@@ -211,7 +213,10 @@ class Reviewer:
     """Runs reviews against one server, recording each in the history when given one."""
 
     def __init__(
-        self, client: OllamaClient, options: ReviewOptions, history: History | None = None
+        self,
+        client: OllamaClient | OpenAIClient,
+        options: ReviewOptions,
+        history: History | None = None,
     ) -> None:
         self.client = client
         self.options = options
@@ -234,19 +239,17 @@ class Reviewer:
         """The installed model's digest for provenance (cached; None when unknown)."""
         if model not in self._digests:
             try:
-                listed = await list_models(self.client)
+                self._digests[model] = await server_model_digest(self.client, model)
             except EngineError as exc:  # provenance is best effort; the review itself reports
                 log.debug("model digest lookup failed: %s", exc)
                 return None
-            names = {model, f"{model}:latest"}
-            self._digests[model] = next((m.digest for m in listed if m.name in names), None)
         return self._digests.get(model)
 
     async def context_limit(self, model: str) -> int | None:
         """The model's context length from `/api/show` (cached; None when unknown)."""
         if model not in self._contexts:
             try:
-                self._contexts[model] = await context_length(self.client, model)
+                self._contexts[model] = await server_context_limit(self.client, model)
             except EngineError as exc:  # e.g. not installed: the chat call says so itself
                 log.debug("context length of %s unknown: %s", model, exc)
                 return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from safeguard_desktop import paths, secrets
 from safeguard_desktop.core.policy import Policy, builtin_policies, find_policies_with_errors
 from safeguard_desktop.engine import models
+from safeguard_desktop.engine.backend import make_client
 from safeguard_desktop.engine.client import OllamaClient
 from safeguard_desktop.engine.endpoint import (
     DEFAULT_HOST,
@@ -31,9 +32,12 @@ from safeguard_desktop.engine.endpoint import (
 )
 from safeguard_desktop.engine.errors import EngineError, OllamaNotFound, ServerUnreachable
 from safeguard_desktop.engine.models import LoadedModel
+from safeguard_desktop.engine.openai_client import OpenAIClient
 from safeguard_desktop.engine.server import find_ollama
+from safeguard_desktop.hosts import HostConfig, HostList, kind_of_url
 from safeguard_desktop.services.evaluation import EvaluationService
 from safeguard_desktop.services.history_service import HistoryService
+from safeguard_desktop.services.hosts import HostsService
 from safeguard_desktop.services.models_service import ModelsService
 from safeguard_desktop.services.queue_service import QueueService
 from safeguard_desktop.services.review import Reviewer, ReviewOptions
@@ -62,9 +66,29 @@ CHECK_TIMEOUT_S = 4.0
 def configured_url(
     settings: Settings, host: str | None = None, env: Mapping[str, str] | None = None
 ) -> str:
-    """`host` (--host), else OLLAMA_HOST, else the host setting. Raises `HostError`."""
+    """`host` (--host: a URL, or the name of a configured host), else OLLAMA_HOST, else the
+    host setting. Raises `HostError`."""
     env = os.environ if env is None else env
+    named = named_host(settings, host)
+    if named is not None:
+        return normalize_host(named.url)
     return resolve_host(host, env.get("OLLAMA_HOST"), settings["host"])
+
+
+def named_host(settings: Settings, host: str | None) -> HostConfig | None:
+    """The configured host that `host` (--host) names, if it is a name and not a URL."""
+    if not host or "/" in host or ":" in host:
+        return None
+    return HostList(settings).get(host)
+
+
+def host_kind(settings: Settings, host: str | None) -> str:
+    """The backend for --host: a named host's kind; a URL ending in /v1 is OpenAI-compatible
+    (as the `openai` package addresses such servers); otherwise Ollama."""
+    named = named_host(settings, host)
+    if named is not None:
+        return named.kind
+    return kind_of_url(host) if host else "ollama"
 
 
 def resolve_endpoint(
@@ -120,7 +144,9 @@ class Session:
         self.host = host  # the --host of this run, when given: it wins over the setting
         self.warnings: list[str] = []  # for the user, once
         self._client: OllamaClient | None = None
-        self._retired: list[OllamaClient] = []  # replaced, maybe still in use
+        self._openai: OpenAIClient | None = None  # --host naming an OpenAI-compatible server
+        self._named_for: tuple[str | None, str, HostConfig | None] | None = None
+        self._retired: list[OllamaClient | OpenAIClient] = []  # replaced, maybe still in use
         self._lifecycle: ServerLifecycle | None = None
 
     @classmethod
@@ -191,6 +217,9 @@ class Session:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._openai is not None:
+            await self._openai.aclose()
+            self._openai = None
         while self._retired:
             await self._retired.pop().aclose()
 
@@ -257,7 +286,7 @@ class Session:
         s = self.settings
         seed = int(s["seed"])
         return ReviewOptions(
-            model=(model or "").strip() or str(s["model"]),
+            model=(model or "").strip() or self.host_model() or str(s["model"]),
             effort=effort or None,
             default_effort=str(s["effort"]),
             num_ctx=int(num_ctx or s["num_ctx"]),
@@ -271,7 +300,38 @@ class Session:
     def reviewer(self, options: ReviewOptions, *, save: bool = True) -> Reviewer:
         """A reviewer on this session's client, recording in the history unless `save` is off."""
         store = self.history.store if save and self.history is not None else None
-        return Reviewer(self.client, options, store)
+        return Reviewer(self.review_client, options, store)
+
+    def _named(self) -> tuple[str, HostConfig | None]:
+        """(kind, named host) for the current --host, read from the hosts file once."""
+        if self._named_for is None or self._named_for[0] != self.host:
+            named = named_host(self.settings, self.host)
+            self._named_for = (self.host, host_kind(self.settings, self.host), named)
+        return self._named_for[1], self._named_for[2]
+
+    @property
+    def kind(self) -> str:
+        """The backend of this session's server: "ollama", or "openai" when --host names an
+        OpenAI-compatible host (or is a URL ending in /v1)."""
+        return self._named()[0]
+
+    @property
+    def review_client(self) -> OllamaClient | OpenAIClient:
+        """The client reviews go through: the one client, or an OpenAI-compatible one."""
+        if self.kind != "openai":
+            return self.client
+        if self._openai is None or self._openai.endpoint != self.endpoint:
+            if self._openai is not None:
+                self._retired.append(self._openai)
+            client = make_client("openai", self.endpoint)
+            assert isinstance(client, OpenAIClient)
+            self._openai = client
+        return self._openai
+
+    def host_model(self) -> str | None:
+        """The model name a host named by --host has configured, if any."""
+        named = self._named()[1]
+        return named.model or None if named is not None else None
 
     # -- the history ---------------------------------------------------------------------------
     def retention_days(self) -> int:
@@ -291,6 +351,11 @@ class Session:
         return await asyncio.to_thread(
             self.history.purge, older_than_days=days, moderator=moderator
         )
+
+    # -- model hosts ---------------------------------------------------------------------------
+    def hosts(self) -> HostsService:
+        """The model hosts of the settings (the local server is one), and run pools."""
+        return HostsService(self)
 
     # -- review queues -------------------------------------------------------------------------
     def queues(self) -> QueueService:

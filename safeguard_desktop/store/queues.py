@@ -122,6 +122,7 @@ class ItemLink:
     label: str | None
     rule_ids: tuple[str, ...] = ()
     confidence: str | float | None = None
+    host: str | None = None  # the address of the server that judged
 
 
 @dataclass(frozen=True)
@@ -310,13 +311,14 @@ class Queues:
             rows = conn.execute(
                 "SELECT l.item_id, l.policy_sha256, l.review_id, l.outcome, "
                 "CASE WHEN r.id IS NULL THEN NULL WHEN l.outcome = 'failed' THEN 'failed' "
-                "ELSE coalesce(r.verdict_label, 'unparsed') END, r.rule_ids, r.confidence "
+                "ELSE coalesce(r.verdict_label, 'unparsed') END, r.rule_ids, r.confidence, "
+                "r.host "
                 "FROM queue_item_reviews l JOIN queue_items i ON i.id = l.item_id "
                 f"LEFT JOIN reviews r ON r.id = l.review_id WHERE {where} ORDER BY l.id",
                 params,
             ).fetchall()
         return [
-            ItemLink(r[0], r[1], r[2], r[3], r[4], tuple(str(r[5] or "").split()), r[6])
+            ItemLink(r[0], r[1], r[2], r[3], r[4], tuple(str(r[5] or "").split()), r[6], r[7])
             for r in rows
         ]
 
