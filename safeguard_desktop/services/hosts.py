@@ -275,14 +275,21 @@ class HostsService:
         self.session = session
         self.list = HostList(session.settings)
 
+    def _as_used(self, host: HostConfig) -> HostConfig:
+        """The local host at the address this session uses (OLLAMA_HOST, --host, the
+        setting), which is where its requests go."""
+        if host.managed and self.session.host is None:
+            return dataclasses.replace(host, url=self.session.endpoint.url)
+        return host
+
     def all(self) -> list[HostConfig]:
-        return self.list.all()
+        return [self._as_used(h) for h in self.list.all()]
 
     def get(self, name: str) -> HostConfig:
         host = self.list.get(name)
         if host is None:
             raise HostConfigError(f"No host named {name!r}; `hosts list` shows them.")
-        return host
+        return self._as_used(host)
 
     def add(
         self,
@@ -343,7 +350,7 @@ class HostsService:
         """The hosts named (in that order), else every enabled one."""
         if names:
             return [self.get(n) for n in dict.fromkeys(names)]
-        enabled = [h for h in self.list.all() if h.enabled]
+        enabled = [h for h in self.all() if h.enabled]
         if not enabled:
             raise HostConfigError(
                 "Every host is disabled: enable one with `hosts enable NAME` or in the "
@@ -354,7 +361,7 @@ class HostsService:
     async def statuses(self, names: Sequence[str] | None = None) -> list[HostStatus]:
         """Every host (or those named) probed at once: health, models, and a mark on those
         that lack the model or serve other weights than the rest."""
-        hosts = [self.get(n) for n in names] if names else self.list.all()
+        hosts = [self.get(n) for n in names] if names else self.all()
         model = self.default_model()
 
         async def one(host: HostConfig) -> tuple[HostProbe, bool]:

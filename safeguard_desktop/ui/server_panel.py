@@ -33,6 +33,7 @@ from safeguard_desktop.qt import (
 from safeguard_desktop.services.server_service import ServerReport, ServerService, SupervisorEvent
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper
+from safeguard_desktop.ui.hosts_panel import HostsPanel
 from safeguard_desktop.ui.message_bar import InlineMessage
 from safeguard_desktop.ui.model_ops import ModelOps
 from safeguard_desktop.ui.models_panel import LEVEL_COLOURS, ModelsPanel
@@ -81,6 +82,9 @@ class ServerPanel(QWidget):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self._server_box(left))
+        self.hosts = HostsPanel(ctx, left)
+        self.hosts.notice.connect(self.show_message)
+        left_layout.addWidget(self.hosts)
         left_layout.addWidget(self._log_box(left), 1)
         self.models = ModelsPanel(ctx, ops, split)
         self.models.notice.connect(self.show_message)
@@ -297,6 +301,7 @@ class ServerPanel(QWidget):
 
     async def shutdown(self) -> None:
         self.stop_log()
+        await self.hosts.shutdown()
         with contextlib.suppress(Exception):
             await self._tasks.wait_all(timeout=2)
         await self.models.shutdown()
