@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,75 @@ def test_a_refused_schema_is_asked_again_without_it_once(flavor: str) -> None:
     for events in (first, second):
         verdict = parse_verdict(texts(events)[1])
         assert verdict.violation is True and verdict.problem is None
+
+
+# llama-cpp-python's server (0.3.x) takes `response_format` of type text or json_object only,
+# and answers a body it cannot validate with HTTP 500, word for word as below.
+LLAMA_CPP_PYTHON_REFUSAL = {
+    "error": {
+        "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', "
+        "'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", "
+        "'input': 'json_schema', 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File "
+        '"llama_cpp/server/app.py", line 376, in create_chat_completion\n'
+        "    POST /v1/chat/completions",
+        "type": "internal_server_error",
+        "param": None,
+        "code": None,
+    }
+}
+
+
+class _LlamaCppPython(BaseHTTPRequestHandler):
+    """Its chat route: the 500 above for a json_schema, else a two-chunk stream."""
+
+    bodies: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.bodies.append(body)
+        if "response_format" in body:
+            data = json.dumps(LLAMA_CPP_PYTHON_REFUSAL).encode()
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for delta, finish in (({"content": '{"violation": 1}'}, None), ({}, "stop")):
+            chunk = {"model": body["model"], "choices": [{"delta": delta, "finish_reason": finish}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_schema_refused_with_llama_cpp_pythons_http_500_is_asked_again_without_it() -> None:
+    handler = type("Handler", (_LlamaCppPython,), {"bodies": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+
+        async def go() -> list[Event]:
+            client = OpenAIClient(Endpoint(url))
+            try:
+                return await collect(client.classify(request(schema=True)))
+            finally:
+                await client.aclose()
+
+        events = asyncio.run(go())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert ["response_format" in b for b in handler.bodies] == [True, False]
+    assert texts(events)[1] == '{"violation": 1}'
+    assert parse_verdict(texts(events)[1]).violation is True
 
 
 def test_refused_stream_options_are_dropped_and_tokens_counted_from_chunks() -> None:

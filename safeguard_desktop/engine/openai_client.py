@@ -481,8 +481,14 @@ class OpenAIClient:
 
 
 def _optional(problem: ServerProblem, body: Mapping[str, Any]) -> str | None:
-    """The optional parameter a refusal names, if that is what it refused."""
-    if problem.status not in (400, 422):
+    """The optional parameter a refusal names, if that is what it refused.
+
+    llama-cpp-python's server answers a body it cannot validate (`response_format` of type
+    json_schema) with HTTP 500 and pydantic's "1 validation error: … ('body',
+    'response_format', 'type') …": a refusal all the same.
+    """
+    invalid = problem.status == 500 and "validation error" in problem.message.lower()
+    if problem.status not in (400, 422) and not invalid:
         return None
     param = refused_parameter(problem, body)
     return param if param in OPTIONAL_PARAMETERS else None

@@ -340,11 +340,13 @@ class HostsService:
         token = secrets.get_token(host.url)
         return Endpoint(host.url, token, float(self.session.settings["request_timeout"]))
 
-    def _client(self, host: HostConfig) -> tuple[Client, bool]:
-        """The session's own client for the local host; a new one (owned) for the others."""
+    async def _client(self, host: HostConfig) -> tuple[Client, bool]:
+        """The session's own client for the local host; a new one (owned) for the others,
+        its token read from the keyring in a thread (the client is made on the loop)."""
         if host.managed:
             return self.session.client, False
-        return make_client(host.kind, self.endpoint(host)), True
+        endpoint = await asyncio.to_thread(self.endpoint, host)
+        return make_client(host.kind, endpoint), True
 
     def select(self, names: Sequence[str] | None) -> list[HostConfig]:
         """The hosts named (in that order), else every enabled one."""
@@ -365,7 +367,7 @@ class HostsService:
         model = self.default_model()
 
         async def one(host: HostConfig) -> tuple[HostProbe, bool]:
-            client, owned = await asyncio.to_thread(self._client, host)
+            client, owned = await self._client(host)
             token = bool(client.endpoint.token)
             try:
                 found = await asyncio.wait_for(probe(client, host.model_for(model)),
@@ -390,7 +392,7 @@ class HostsService:
         """One tiny review on the host (low effort, a one-line message), timed; recorded in
         nothing."""
         host = self.get(name)
-        client, owned = await asyncio.to_thread(self._client, host)
+        client, owned = await self._client(host)
         options = self.session.review_options(source="cli", model=host.model_for(
             self.default_model()), effort="low")  # fmt: skip
         reviewer = Reviewer(client, options, None)
@@ -431,7 +433,7 @@ class HostsService:
             return pool
         members: list[PoolHost] = []
         for config in configs:
-            client, owned = await asyncio.to_thread(self._client, config)
+            client, owned = await self._client(config)
             host_options = dataclasses.replace(options, model=config.model_for(options.model))
             n = slots if config.managed else config.slots
             members.append(PoolHost(config, Reviewer(client, host_options, None), n, owned=owned))
