@@ -198,7 +198,7 @@ def test_verify_names_the_first_broken_link(
 def test_a_resealed_edit_breaks_the_next_link(db: Path, capsys) -> None:
     conn = sqlite3.connect(db, isolation_level=None)
     row = conn.execute(
-        f"SELECT {', '.join(schema.SEALED_COLUMNS)}, prev_hash FROM decisions WHERE id = 2"
+        f"SELECT {', '.join(schema.SEALED_COLUMNS_V3)}, prev_hash FROM decisions WHERE id = 2"
     ).fetchone()
     edited = (*row[:4], "nothing to see", *row[5:7])
     conn.execute(DROP_GUARD)

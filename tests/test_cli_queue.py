@@ -25,7 +25,7 @@ from tests.fake_ollama import FakeOllama, Scenario
 REPO = Path(__file__).resolve().parents[1]
 STATUS_KEYS = {"name", "items", "pending", "classifying", "classified", "decided", "failed",
                "interrupted", "policies"}  # fmt: skip
-DECISION_KEYS = {"action", "label", "note", "moderator", "at"}
+DECISION_KEYS = {"action", "label", "rule", "note", "moderator", "at"}
 
 
 @pytest.fixture(autouse=True)
@@ -278,7 +278,8 @@ def test_killed_half_way_then_run_again_classifies_each_item_once_per_policy(
 
     # Ten decisions from the command line; `queue items --json` shows them.
     for n in range(1, 11):
-        how = {1: ["--escalate"], 2: ["--override", "violation", "--note", "coded threat"],
+        how = {1: ["--escalate"], 2: ["--override", "violation", "--note", "coded threat",
+                                       "--rule", "H2.f"],
                3: ["--skip", "--note", "duplicate"]}.get(n, ["--agree"])  # fmt: skip
         assert cli(capsys, data, "queue", "decide", "q", str(n), *how)[0] == 0
     rows = cli_json(capsys, data, "queue", "items", "q")
@@ -287,6 +288,7 @@ def test_killed_half_way_then_run_again_classifies_each_item_once_per_policy(
     assert [r["decision"]["action"] for r in decided[:4]] == ["escalate", "override", "skip",
                                                               "agree"]  # fmt: skip
     assert decided[1]["decision"]["label"] == "violation"
+    assert decided[1]["decision"]["rule"] == "H2.f" and decided[0]["decision"]["rule"] is None
     assert {r["state"] for r in decided} == {"decided"}
     assert cli_json(capsys, data, "queue", "status", "q")["decided"] == 10
     assert cli(capsys, data, "history", "verify")[0] == 0

@@ -432,3 +432,27 @@ def test_install_adds_the_tab_purges_old_reviews_and_refreshes(
         run_async(qtbot, win.shutdown())
         win._closed = True
         history.close()
+
+
+def test_an_override_names_the_rule_it_applies(qtbot, history, make_view):
+    """Issue 15 item 3: the moderator's override can say which rule or category it is
+    under; the detail, the badge's outcome line and the trail show it."""
+    add_review(history, "a giraffe sold at the market", label="violation")
+    view = make_view(history)
+    open_row(qtbot, view, 0)
+    bar = view.detail.decision_bar
+    offered = [bar.rule_picker.itemText(i) for i in range(bar.rule_picker.count())]
+    assert offered[0] == "TP2.a"  # the model's rule first, then the policy's
+    bar.label_picker.setCurrentIndex(bar.label_picker.findText("violation"))
+    bar.rule_picker.setEditText("TP3")
+    qtbot.keyClicks(bar.note, "A pet sale, not a toy")
+    qtbot.mouseClick(bar.override_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "(rule TP3)" in " ".join(view.detail.decision_texts()))
+    assert (
+        "override → violation (rule TP3) · A pet sale, not a toy"
+        in (view.detail.decision_texts()[0])
+    )
+    assert bar.rule() is None  # cleared once recorded
+    review = view.detail.review
+    assert review is not None and review.override_rule == "TP3"
+    assert history.verify().ok  # the rule is sealed with the row

@@ -119,6 +119,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     act.add_argument("--escalate", action="store_true", help="escalate this review")
     act.add_argument("--note-only", action="store_true", help="add a note only")
     de.add_argument("--note", type=plain_text, help="your note or reason")
+    de.add_argument(
+        "--rule", type=plain_text, metavar="ID",
+        help="with --override: the policy rule or category it applies, e.g. H2.f or SP2",
+    )  # fmt: skip
     de.set_defaults(func=run_decide)
     dl = hs.add_parser("delete", help="delete one review (an audit entry remains)")
     dl.add_argument("id", type=review_id)
@@ -211,7 +215,7 @@ def review_json(r: Review) -> dict[str, Any]:
         "policy": {"id": r.policy_id, "version": r.policy_version, "sha256": r.policy_sha256,
                    "title": r.policy_title},
         "stats": r.stats, "error": r.error, "escalated": r.escalated,
-        "decisions": [{"action": d.action, "label": d.label, "note": d.note,
+        "decisions": [{"action": d.action, "label": d.label, "rule": d.rule, "note": d.note,
                        "moderator": d.moderator, "at": d.at} for d in r.decisions],
     }  # fmt: skip
 
@@ -282,6 +286,7 @@ def run_show(args: argparse.Namespace) -> int:
         print("\nDecisions:")
     for d in r.decisions:
         label = f" -> {d.label}" if d.label else ""
+        label += f" (rule {safe_terminal(d.rule)})" if d.rule else ""
         note = f": {safe_terminal(d.note)}" if d.note else ""
         print(f"  {d.at[:19]} {safe_terminal(d.moderator)} {d.action}{label}{note}")
     return 0
@@ -295,8 +300,9 @@ def run_decide(args: argparse.Namespace) -> int:
         _get(h, args.id)
         try:
             h.add_decision(
-                args.id, action=action, moderator=moderator, label=args.override, note=args.note
-            )
+                args.id, action=action, moderator=moderator, label=args.override, note=args.note,
+                rule=args.rule,
+            )  # fmt: skip
         except ValueError as exc:
             raise CliError(str(exc)) from None
     print(f"Recorded {action} on review #{args.id} by {moderator}.")

@@ -157,6 +157,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="undo the item's decision (a \"retracted\" entry is appended to the trail)",
     )  # fmt: skip
     de.add_argument("--note", type=plain_text, help="your note or reason")
+    de.add_argument(
+        "--rule", type=plain_text, metavar="ID",
+        help="with --override: the policy rule or category it applies, e.g. H2.f or SP2",
+    )  # fmt: skip
     de.add_argument("--json", action="store_true")
     de.set_defaults(func=run_decide)
 
@@ -308,7 +312,9 @@ def run_decide(args: argparse.Namespace) -> int:
     action = ("agree" if args.agree else "override" if args.override
               else "escalate" if args.escalate else "skip")  # fmt: skip
     with queues(args) as q:
-        view = q.decide(args.name, args.item, action, label=args.override, note=args.note)
+        view = q.decide(
+            args.name, args.item, action, label=args.override, note=args.note, rule=args.rule
+        )
     if args.json:
         print_json(view.to_json())
     else:

@@ -132,7 +132,11 @@ def review_note(review: Review, options: NoteOptions = NoteOptions()) -> str:
         f"## Review #{review.id}: {outcome.upper()}",
         "",
         *(
-            [f"- **Moderator's outcome:** {code_span(human)} (override of the model's verdict)"]
+            [
+                f"- **Moderator's outcome:** {code_span(human)}"
+                + (f" under rule {code_span(review.override_rule)}" if review.override_rule else "")
+                + " (override of the model's verdict)"
+            ]
             if human
             else []
         ),
@@ -165,6 +169,7 @@ def review_note(review: Review, options: NoteOptions = NoteOptions()) -> str:
         lines += ["### Decisions", ""]
         for d in review.decisions:
             label = f" → {code_span(d.label)}" if d.label else ""
+            label += f" (rule {code_span(d.rule)})" if d.rule else ""
             lines.append(
                 f"- {code_span(d.at)} {code_span(clean(d.moderator))}: **{d.action}**{label}"
             )

@@ -146,6 +146,7 @@ class HistoryService:
         moderator: str,
         label: str | None = None,
         note: str | None = None,
+        rule: str | None = None,
         repeat_window_s: float = 0.0,
     ) -> int:
         """Append one decision. ValueError (one line, what to do) when the review has no
@@ -167,7 +168,7 @@ class HistoryService:
             if same and _seconds_since(last.at) < repeat_window_s:
                 raise DuplicateDecision(f"Already recorded: {action} on review #{review_id}.")
         return self.store.add_decision(
-            review_id, action=action, moderator=moderator, label=label, note=note
+            review_id, action=action, moderator=moderator, label=label, note=note, rule=rule
         )
 
     def delete_review(self, review_id: int, *, moderator: str, reason: str = "") -> None:

@@ -151,7 +151,7 @@ class ItemView:
             "decision": None
             if d is None
             else {
-                "action": d.action, "label": d.label, "note": d.note,
+                "action": d.action, "label": d.label, "rule": d.rule, "note": d.note,
                 "moderator": d.moderator, "at": d.at,
             },
             "violation": self.violation,
@@ -514,8 +514,10 @@ class QueueService:
         *,
         label: str | None = None,
         note: str | None = None,
+        rule: str | None = None,
     ) -> ItemView:
-        """Append the moderator's decision to the trail of the item's reviews."""
+        """Append the moderator's decision to the trail of the item's reviews; an override
+        may name the rule or category it applies (`rule`, e.g. H2.f)."""
         note = (note or "").strip() or None
         if action not in ITEM_ACTIONS:
             raise QueueError(f"Unknown decision {action!r}: use {', '.join(ITEM_ACTIONS)}.")
@@ -525,6 +527,8 @@ class QueueService:
             raise QueueError("An override needs a reason: give it with --note.")
         if action == "skip" and not note:
             raise QueueError("Skipping needs a reason: give it with --note.")
+        if rule and action != "override":
+            raise QueueError("Only an override names a rule or category: use it with --override.")
         moderator = self._moderator()
         queue = self._queue(name)
         row = self._item_row(queue, name, position)
@@ -541,6 +545,7 @@ class QueueService:
                 moderator=moderator,
                 label=label if action == "override" else None,
                 note=note,
+                rule=rule if action == "override" else None,
             )
         except ValueError as exc:
             raise QueueError(f"Item {position}: {exc}") from None

@@ -379,8 +379,10 @@ class History:
         moderator: str,
         label: str | None = None,
         note: str | None = None,
+        rule: str | None = None,
     ) -> int:
-        """Append a moderator decision; an override needs the new label and a reason."""
+        """Append a moderator decision; an override needs the new label and a reason, and
+        may name the rule or category it applies (`rule`)."""
         if action not in DECISION_ACTIONS:
             raise ValueError(
                 f"Unknown action {action!r}: use one of {', '.join(DECISION_ACTIONS)}."
@@ -392,14 +394,16 @@ class History:
             raise ValueError("An override needs a reason: write it in the note.")
         if action == "note" and not note:
             raise ValueError("The note is empty: write something or cancel.")
+        rule = check_rule(rule, action)
         if not 0 < review_id <= MAX_ID:
             raise KeyError(review_id)
         with self._op() as conn, write_txn(conn):
             if conn.execute("SELECT 1 FROM reviews WHERE id = ?", (review_id,)).fetchone() is None:
                 raise KeyError(review_id)
             return append_decision(
-                conn, review_id, action=action, moderator=moderator, label=label, note=note
-            )
+                conn, review_id, action=action, moderator=moderator, label=label, note=note,
+                rule=rule,
+            )  # fmt: skip
 
     def delete_review(self, review_id: int, *, moderator: str, reason: str = "") -> None:
         """Remove a review and its search entry; its audit rows stay, plus a 'delete' row."""
@@ -573,6 +577,25 @@ def write_outcome(
         conn.execute("UPDATE reviews SET served_model = ? WHERE id = ?", (served, review_id))
 
 
+MAX_RULE = 40
+
+
+def check_rule(rule: str | None, action: str) -> str | None:
+    """The rule or category an override names, cleaned: one short printable token such as
+    H2.f or SP2; ValueError for anything else, or for a rule on another action."""
+    rule = (rule or "").strip() or None
+    if rule is None:
+        return None
+    if action != "override":
+        raise ValueError("Only an override names a rule or category.")
+    if len(rule) > MAX_RULE or not rule.isprintable() or any(c.isspace() for c in rule):
+        raise ValueError(
+            f"The rule {rule[:MAX_RULE]!r} cannot be used: give one id such as H2.f or SP2 "
+            f"(at most {MAX_RULE} characters, no spaces)."
+        )
+    return rule
+
+
 def append_decision(
     conn: sqlite3.Connection,
     review_id: int,
@@ -581,12 +604,14 @@ def append_decision(
     moderator: str,
     label: str | None = None,
     note: str | None = None,
+    rule: str | None = None,
 ) -> int:
     """Append one sealed decision on an existing review and refresh the list's summary."""
     escalated, last, notes = schema.derived_summary(":id")
     decision_id = trail.append(
-        conn, review_id=review_id, action=action, moderator=moderator, label=label, note=note
-    )
+        conn, review_id=review_id, action=action, moderator=moderator, label=label, note=note,
+        rule=rule,
+    )  # fmt: skip
     # The list's summary columns are read back from the trail (a trigger refuses any other
     # value), so they can never say what no decision says.
     conn.execute(

@@ -20,7 +20,7 @@ from typing import cast
 from safeguard_desktop import processes
 
 from .db import format_utc, utc_now, write_txn
-from .history import History, append_decision, insert_review, write_outcome
+from .history import History, append_decision, check_rule, insert_review, write_outcome
 from .schema import RETRACTED
 
 __all__ = [
@@ -133,6 +133,7 @@ class ItemDecision:
     moderator: str
     at: str
     decision_id: int
+    rule: str | None = None  # the rule or category an override names
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,7 @@ class Queues:
         where, params = _only(queue_id, item_id)
         with self.history.connection() as conn:
             rows = conn.execute(
-                "SELECT l.item_id, d.action, d.label, d.note, d.moderator, d.at, d.id "
+                "SELECT l.item_id, d.action, d.label, d.note, d.moderator, d.at, d.id, d.rule "
                 "FROM decisions d JOIN queue_item_reviews l ON l.review_id = d.review_id "
                 f"JOIN queue_items i ON i.id = l.item_id WHERE {where} "
                 f"AND d.action IN {_DECIDING_SQL} ORDER BY d.id",
@@ -500,6 +501,7 @@ class Queues:
         moderator: str,
         label: str | None = None,
         note: str | None = None,
+        rule: str | None = None,
     ) -> list[int]:
         """One sealed trail entry on each of the item's finished reviews (on its failed ones
         when none finished), all or none; the item becomes decided. Returns their ids.
@@ -508,13 +510,20 @@ class Queues:
         """
         if action not in ITEM_ACTIONS:
             raise ValueError(f"Unknown action {action!r}: use one of {', '.join(ITEM_ACTIONS)}.")
+        rule = check_rule(rule, action)
         with self.history.connection() as conn, write_txn(conn):
             targets = self._targets(conn, item_id)
             if not targets:
                 raise ValueError("This item has no review in the history to decide on.")
             ids = [
                 append_decision(
-                    conn, review_id, action=action, moderator=moderator, label=label, note=note
+                    conn,
+                    review_id,
+                    action=action,
+                    moderator=moderator,
+                    label=label,
+                    note=note,
+                    rule=rule,
                 )
                 for review_id in targets
             ]

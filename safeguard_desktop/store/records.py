@@ -36,6 +36,7 @@ class Decision:
     note: str | None
     moderator: str
     at: str
+    rule: str | None = None  # the rule or category an override names (e.g. "H2.f")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,13 @@ class Review:
     def override_label(self) -> str | None:
         """The label of a standing override: the moderator's outcome, if any."""
         return human_label([(d.action, d.label) for d in self.decisions])
+
+    @property
+    def override_rule(self) -> str | None:
+        """The rule or category the standing override names, if any."""
+        if self.override_label is None:
+            return None
+        return next((d.rule for d in reversed(self.decisions) if d.action == "override"), None)
 
 
 @dataclass(frozen=True)
@@ -259,6 +267,7 @@ def decision_from_row(row: sqlite3.Row) -> Decision:
         note=row["note"],
         moderator=row["moderator"],
         at=row["at"],
+        rule=row["rule"] if "rule" in row.keys() else None,  # noqa: SIM118 (a Row's keys)
     )
 
 

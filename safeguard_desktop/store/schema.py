@@ -175,14 +175,26 @@ _MIGRATION_2: tuple[str, ...] = (
 
 GENESIS = "0" * 64
 SEAL_FORMAT = "sgdh-decision-1"
-SEALED_COLUMNS = ("id", "review_id", "action", "label", "note", "moderator", "at")
+SEALED_COLUMNS_V3 = ("id", "review_id", "action", "label", "note", "moderator", "at")
+# Step 8 adds the rule or category an override names; a row without one is sealed exactly
+# as before, so every seal written earlier still holds.
+SEALED_COLUMNS = (*SEALED_COLUMNS_V3, "rule")
+
+
+def sealed_columns(conn: sqlite3.Connection) -> tuple[str, ...]:
+    """The sealed columns this database has (a history not yet at step 8 has no `rule`)."""
+    present = {str(r[1]) for r in conn.execute("PRAGMA table_info(decisions)")}
+    return SEALED_COLUMNS if "rule" in present else SEALED_COLUMNS_V3
 
 
 def seal(row: tuple[object, ...], prev_hash: str) -> str:
-    """sha256 of one decision's SEALED_COLUMNS values (in that order) and the previous seal.
+    """sha256 of one decision's SEALED_COLUMNS values (in that order) and the previous seal;
+    a NULL rule (or none at all) is left out, as rows were sealed before step 8.
 
     JSON keeps the types: a review id turned into text no longer matches its seal.
     """
+    if len(row) > len(SEALED_COLUMNS_V3) and row[len(SEALED_COLUMNS_V3)] is None:
+        row = row[: len(SEALED_COLUMNS_V3)]
     payload = _SEAL_JSON.encode([SEAL_FORMAT, *row, prev_hash])
     return hashlib.sha256(payload.encode("ascii")).hexdigest()
 
@@ -296,7 +308,7 @@ def _seal_existing_decisions(conn: sqlite3.Connection) -> None:
     prev, last_id = GENESIS, -(2**63)
     while True:
         rows = conn.execute(
-            f"SELECT {', '.join(SEALED_COLUMNS)} FROM decisions WHERE id > ? ORDER BY id "
+            f"SELECT {', '.join(SEALED_COLUMNS_V3)} FROM decisions WHERE id > ? ORDER BY id "
             "LIMIT 10000",
             (last_id,),
         ).fetchall()
@@ -441,6 +453,10 @@ _MIGRATION_7: tuple[Step, ...] = (
     "ALTER TABLE reviews ADD COLUMN served_model TEXT",
 )
 
+# --- 8: an override names the rule or category it applies ---------------------------------
+# `decisions.rule` (e.g. "H2.f"), sealed with the row when given; see SEALED_COLUMNS.
+_MIGRATION_RULE: tuple[Step, ...] = ("ALTER TABLE decisions ADD COLUMN rule TEXT",)
+
 MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     _MIGRATION_1,
     _MIGRATION_2,
@@ -449,4 +465,5 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     _MIGRATION_5,
     MIGRATION_EVALUATIONS,
     _MIGRATION_7,
+    _MIGRATION_RULE,
 )

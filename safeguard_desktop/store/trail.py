@@ -80,8 +80,10 @@ def append(
     moderator: str,
     label: str | None = None,
     note: str | None = None,
+    rule: str | None = None,
 ) -> int:
-    """Add one sealed row (inside a write transaction); returns its id.
+    """Add one sealed row (inside a write transaction); returns its id. `rule`: the rule or
+    category an override names (a history before step 8 cannot hold one).
 
     Ids are given explicitly and never reused: one past both the last row and the highest id
     ever handed out, so rows removed at the end leave a gap that verify reports.
@@ -90,10 +92,13 @@ def append(
     seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'decisions'").fetchone()
     new_id = max(int(last[0]) if last else 0, int(seq[0]) if seq else 0) + 1
     prev = str(last[1]) if last is not None and last[1] is not None else schema.GENESIS
-    row = (new_id, review_id, action, label, note, moderator, utc_now())
+    row: tuple[object, ...] = (new_id, review_id, action, label, note, moderator, utc_now())
+    columns: tuple[str, ...] = schema.SEALED_COLUMNS_V3
+    if rule is not None:
+        row, columns = (*row, rule), schema.SEALED_COLUMNS
     conn.execute(
-        f"INSERT INTO decisions ({', '.join(schema.SEALED_COLUMNS)}, prev_hash, row_hash) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO decisions ({', '.join(columns)}, prev_hash, row_hash) "
+        f"VALUES ({', '.join('?' * (len(columns) + 2))})",
         (*row, prev, schema.seal(row, prev)),
     )
     return new_id
@@ -226,14 +231,16 @@ def _check_seals(conn: sqlite3.Connection, from_id: int) -> list[TrailProblem]:
     found: list[TrailProblem] = []
     cursor = conn.cursor()
     cursor.row_factory = None  # plain tuples: a third of the time on a long trail
+    columns = schema.sealed_columns(conn)
+    n = len(columns)
     cursor.execute(
-        f"SELECT {', '.join(schema.SEALED_COLUMNS)}, prev_hash, row_hash FROM decisions "
+        f"SELECT {', '.join(columns)}, prev_hash, row_hash FROM decisions "
         "WHERE id >= ? AND row_hash IS NOT NULL ORDER BY id",
         (from_id,),
     )
     seal = schema.seal
     for row in cursor:
-        if seal(row[:7], str(row[7])) != row[8]:
+        if seal(row[:n], str(row[n])) != row[n + 1]:
             found.append(
                 TrailProblem(
                     "content_edited", "its content was changed after it was written", row[0]

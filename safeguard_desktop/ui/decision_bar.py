@@ -46,6 +46,19 @@ class DecisionBar(QWidget):
         self.label_picker.addItems(OVERRIDE_LABELS)
         self.label_picker.setCurrentIndex(-1)
         self.label_picker.setToolTip("The label an override sets")
+        self.rule_picker = QComboBox(self)
+        self.rule_picker.setObjectName("overrideRule")
+        self.rule_picker.setEditable(True)
+        self.rule_picker.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.rule_picker.setMinimumContentsLength(6)
+        self.rule_picker.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        if (editor := self.rule_picker.lineEdit()) is not None:
+            editor.setPlaceholderText("rule…")
+        self.rule_picker.setToolTip(
+            "Optional: the policy rule or category the override applies (e.g. H2.f)"
+        )
         self.note = QLineEdit(self)
         self.note.setObjectName("decisionNote")
         self.note.setPlaceholderText("Note or reason (an override needs one)")
@@ -75,6 +88,7 @@ class DecisionBar(QWidget):
         buttons.addWidget(self.escalate_button)
         buttons.addSpacing(12)
         buttons.addWidget(self.label_picker)
+        buttons.addWidget(self.rule_picker)
         buttons.addWidget(self.override_button)
         note_row = QHBoxLayout()
         note_row.setSpacing(6)
@@ -99,6 +113,18 @@ class DecisionBar(QWidget):
         text = self.label_picker.currentText()
         return text if self.label_picker.currentIndex() >= 0 and text else None
 
+    def rule(self) -> str | None:
+        """The rule or category typed or picked for an override, if any."""
+        return self.rule_picker.currentText().strip() or None
+
+    def set_rules(self, rule_ids: tuple[str, ...] | list[str]) -> None:
+        """The rule ids of the review's policy, offered for an override (typing others is
+        allowed); what was typed is kept."""
+        typed = self.rule_picker.currentText()
+        self.rule_picker.clear()
+        self.rule_picker.addItems(list(rule_ids))
+        self.rule_picker.setEditText(typed)
+
     def set_label(self, label: str | None) -> None:
         self.label_picker.setCurrentIndex(
             OVERRIDE_LABELS.index(label) if label in OVERRIDE_LABELS else -1
@@ -116,6 +142,7 @@ class DecisionBar(QWidget):
             needs_verdict = button in (self.agree_button, self.override_button)
             button.setEnabled(not busy and (self._has_verdict or not needs_verdict))
         self.label_picker.setEnabled(not busy and self._has_verdict)
+        self.rule_picker.setEnabled(not busy and self._has_verdict)
 
     def show_error(self, text: str) -> None:
         """Keep what was typed; say what is missing."""
@@ -127,6 +154,7 @@ class DecisionBar(QWidget):
         self.set_busy(False)
         self.note.clear()
         self.set_label(None)
+        self.rule_picker.setEditText("")
         if text:
             self.message.show_message(text, "info")
         else:
@@ -137,6 +165,7 @@ class DecisionBar(QWidget):
         self.set_busy(False)
         self.note.setText(draft[0])
         self.set_label(draft[1])
+        self.rule_picker.setEditText("")
         self.message.dismiss()
 
     def draft(self) -> tuple[str, str | None]:

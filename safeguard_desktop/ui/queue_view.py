@@ -176,6 +176,7 @@ class ReasonDialog(QDialog):
         labels: tuple[str, ...] = (),
         preset: str | None = None,
         required: bool = True,
+        rules: tuple[str, ...] = (),
     ) -> None:
         super().__init__(parent)
         self.setObjectName("reasonDialog")
@@ -190,6 +191,16 @@ class ReasonDialog(QDialog):
             if preset in labels:
                 self.label_picker.setCurrentText(preset)
             form.addRow("&Label", self.label_picker)
+        self.rule_picker: QComboBox | None = None
+        if labels:  # an override may name the rule or category it applies
+            self.rule_picker = QComboBox(self)
+            self.rule_picker.setObjectName("overrideRule")
+            self.rule_picker.setEditable(True)
+            self.rule_picker.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+            self.rule_picker.addItems(list(rules))
+            self.rule_picker.setEditText("")
+            self.rule_picker.setToolTip("Optional: the policy rule or category, e.g. H2.f")
+            form.addRow("R&ule (optional)", self.rule_picker)
         self.reason = QLineEdit(self)
         self.reason.setObjectName("reason")
         self.reason.setPlaceholderText(prompt)
@@ -209,6 +220,11 @@ class ReasonDialog(QDialog):
 
     def label(self) -> str | None:
         return self.label_picker.currentText() if self.label_picker is not None else None
+
+    def rule(self) -> str | None:
+        if self.rule_picker is None:
+            return None
+        return self.rule_picker.currentText().strip() or None
 
     def text(self) -> str:
         return self.reason.text().strip()
@@ -709,7 +725,7 @@ class QueueView(QWidget):
         d = item.decision
         if d is None:
             return f"Undecided · item state {item.state}"
-        return "Decision: " + decision_line(d.at, d.moderator, d.action, d.label, d.note)
+        return "Decision: " + decision_line(d.at, d.moderator, d.action, d.label, d.note, d.rule)
 
     def _update_header(self) -> None:
         name = self.current or ""
@@ -809,7 +825,7 @@ class QueueView(QWidget):
             self.shown.review, self.shown.policy = review, policy
         marks = show_texts(self.reasoning, self.content, review, policy)
         show_verdict(self.verdict, review, policy, marks)
-        self.verdict.set_outcome(review.override_label)
+        self.verdict.set_outcome(review.override_label, review.override_rule)
 
     # --- deciding ---------------------------------------------------------------------------
 
@@ -837,9 +853,11 @@ class QueueView(QWidget):
         item = self._decidable()
         if item is not None:
             opposite = "safe" if item.violation else "violation"
+            rules = [rule for cell in item.verdicts for rule in cell.rule_ids]
             dialog = ReasonDialog(
                 "Override the verdict", "Why the model is wrong (goes into the audit trail)",
                 self, labels=OVERRIDE_LABELS, preset=opposite,
+                rules=tuple(dict.fromkeys(rules)),
             )  # fmt: skip
             self._tasks.spawn(self._ask(dialog, item, "override"), name="queue-override")
 
@@ -859,22 +877,35 @@ class QueueView(QWidget):
         try:
             code = await dialog_result(dialog)
             if code == QDialog.DialogCode.Accepted and self.shown is not None:
-                self._record(item, action, dialog.label(), dialog.text())
+                self._record(item, action, dialog.label(), dialog.text(), dialog.rule())
         finally:
             dialog.deleteLater()
             if self.pages.currentWidget() is self.work_page:  # the keys work again at once
                 self.window().activateWindow()
                 self.work_page.setFocus(Qt.FocusReason.OtherFocusReason)
 
-    def _record(self, item: ItemView, action: str, label: str | None, note: str | None) -> None:
+    def _record(
+        self,
+        item: ItemView,
+        action: str,
+        label: str | None,
+        note: str | None,
+        rule: str | None = None,
+    ) -> None:
         name = self.current
         if name is None:
             return
         self._busy = True
-        self._tasks.spawn(self._write(name, item, action, label, note), name="queue-decide")
+        self._tasks.spawn(self._write(name, item, action, label, note, rule), name="queue-decide")
 
     async def _write(
-        self, name: str, item: ItemView, action: str, label: str | None, note: str | None
+        self,
+        name: str,
+        item: ItemView,
+        action: str,
+        label: str | None,
+        note: str | None,
+        rule: str | None = None,
     ) -> None:
         service = self.service()
         try:
@@ -884,7 +915,9 @@ class QueueView(QWidget):
                 updated = await asyncio.to_thread(service.retract, name, item.position)
             else:
                 updated = await asyncio.to_thread(
-                    service.decide, name, item.position, action, label=label, note=note
+                    lambda: service.decide(
+                        name, item.position, action, label=label, note=note, rule=rule
+                    )
                 )
         except (QueueError, HistoryError) as exc:
             self.work_message.show_message(str(exc), "error")

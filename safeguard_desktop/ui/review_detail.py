@@ -178,11 +178,14 @@ class ReviewDetail(QWidget):
                                      in ("violation", "safe"))  # fmt: skip
         if not same:
             self.decision_bar.reset(self._drafts.pop(review.id, ("", None)))
+        # The model's rule ids first (what an override most often corrects), then the policy's.
+        rules = [*review.rule_ids, *(r.id for r in (policy.rules if policy else ()))]
+        self.decision_bar.set_rules(list(dict.fromkeys(rules)))
 
     def _show_outcome(self, review: Review) -> None:
         """The model's verdict, and the moderator's override over it when one stands."""
         show_verdict(self.verdict, review, self.policy, self._marks)
-        self.verdict.set_outcome(review.override_label)
+        self.verdict.set_outcome(review.override_label, review.override_rule)
 
     def decision_texts(self) -> list[str]:
         return [self.decisions.item(i).text() for i in range(self.decisions.count())]
@@ -210,7 +213,9 @@ class ReviewDetail(QWidget):
     def _show_decisions(self, review: Review) -> None:
         self.decisions.clear()
         for d in review.decisions:
-            self.decisions.addItem(decision_line(d.at, d.moderator, d.action, d.label, d.note))
+            self.decisions.addItem(
+                decision_line(d.at, d.moderator, d.action, d.label, d.note, d.rule)
+            )
         if not review.decisions:
             self.decisions.addItem("No decision yet.")
 
@@ -225,14 +230,21 @@ class ReviewDetail(QWidget):
                 "Your moderator name is empty; set it in Settings (Moderator) first."
             )
             return
+        rule = self.decision_bar.rule() if action == "override" else None
         self._tasks.spawn(
             self._record(review.id, action, label if isinstance(label, str) else None, note,
-                         moderator),
+                         moderator, rule),
             name="decision",
         )  # fmt: skip
 
     async def _record(
-        self, review_id: int, action: str, label: str | None, note: str, moderator: str
+        self,
+        review_id: int,
+        action: str,
+        label: str | None,
+        note: str,
+        moderator: str,
+        rule: str | None = None,
     ) -> None:
         history = self.ctx.history
         assert history is not None
@@ -240,7 +252,7 @@ class ReviewDetail(QWidget):
         def write() -> Review | None:
             history.add_decision(
                 review_id, action=action, moderator=moderator, label=label, note=note,
-                repeat_window_s=REPEAT_WINDOW_S,
+                rule=rule, repeat_window_s=REPEAT_WINDOW_S,
             )  # fmt: skip
             return history.get(review_id)
 

@@ -170,10 +170,19 @@ def provenance_lines(review: Review) -> list[str]:
     return lines
 
 
-def decision_line(at: str, moderator: str, action: str, label: str | None, note: str | None) -> str:
+def decision_line(
+    at: str,
+    moderator: str,
+    action: str,
+    label: str | None,
+    note: str | None,
+    rule: str | None = None,
+) -> str:
     head = f"{local_time(at, '%Y-%m-%d %H:%M')} · {moderator or '—'} · {action}"
     if label:
         head += f" → {label}"
+    if rule:
+        head += f" (rule {rule})"
     if note:
         head += f" · {note}"
     return head

@@ -263,9 +263,10 @@ class VerdictPanel(QFrame):
         if text:
             self._show(self.stats, text)
 
-    def set_outcome(self, human: str | None) -> None:
+    def set_outcome(self, human: str | None, rule: str | None = None) -> None:
         """A moderator's override stands: the badge shows it (✎), the model's verdict is
-        said beside it; None leaves the model's verdict as the outcome."""
+        said beside it, with the rule the override names; None leaves the model's verdict
+        as the outcome."""
         if human not in ("violation", "safe"):
             return
         model = self.state
@@ -275,8 +276,9 @@ class VerdictPanel(QFrame):
         self.badge.setText(f"{BADGE_TEXT[human]} ✎")
         self._show(
             self.outcome_note,
-            f"Moderator's outcome: {human.upper()} (override). "
-            f"The model said {BADGE_TEXT.get(model, model.upper())}.",
+            f"Moderator's outcome: {human.upper()}"
+            + (f" under rule {rule}" if rule else "")
+            + f" (override). The model said {BADGE_TEXT.get(model, model.upper())}.",
         )
 
     def set_stale(self, stale: bool) -> None:
