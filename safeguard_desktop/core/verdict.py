@@ -30,8 +30,9 @@ from safeguard_desktop.core.vocabulary import (
 )
 
 LENGTH_PROBLEM = (
-    "The model stopped at the context limit (done_reason=length); "
-    "raise num_ctx in Settings and run it again."
+    "The model stopped at the context limit (done_reason=length); raise num_ctx in Settings "
+    "(Ollama), or the server's own window on an OpenAI-compatible host (vLLM "
+    "--max-model-len, llama-server --ctx-size), and run it again."
 )
 EMPTY_PROBLEM = "The model returned no answer after its reasoning; run the review again."
 UNREADABLE_PROBLEM = (
