@@ -12,39 +12,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from safeguard_desktop import paths
-from safeguard_desktop.cli import main
+from tests.cli_helpers import cli, cli_json, reset_data_dir  # noqa: F401 (fixture)
 from tests.fake_ollama import FakeOllama, Scenario
 
 REPO = Path(__file__).resolve().parents[1]
 STATUS_KEYS = {"name", "items", "pending", "classifying", "classified", "decided", "failed",
                "interrupted", "policies"}  # fmt: skip
 DECISION_KEYS = {"action", "label", "rule", "note", "moderator", "at"}
-
-
-@pytest.fixture(autouse=True)
-def _reset_data_dir() -> Iterator[None]:
-    yield
-    paths.set_data_dir(None)
-
-
-def cli(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--data-dir", str(data), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def cli_json(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> Any:
-    code, out, err = cli(capsys, data, *args, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def jsonl(path: Path, count: int) -> Path:

@@ -8,40 +8,18 @@ import asyncio
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from safeguard_desktop import paths
-from safeguard_desktop.cli import main
 from safeguard_desktop.hosts import HostConfig
 from safeguard_desktop.services.batch_runner import Backoff
 from safeguard_desktop.services.hosts import HostPool, PoolHost
+from tests.cli_helpers import cli, cli_json, reset_data_dir  # noqa: F401 (fixture)
 from tests.fake_ollama import FakeOllama, Scenario
 from tests.fake_openai import FakeOpenAI
 
 MODEL = "gpt-oss-safeguard:20b"
-
-
-@pytest.fixture(autouse=True)
-def _reset_data_dir() -> Iterator[None]:
-    yield
-    paths.set_data_dir(None)
-
-
-def cli(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--data-dir", str(data), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def cli_json(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> Any:
-    code, out, err = cli(capsys, data, *args, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def jsonl(path: Path, count: int) -> Path:

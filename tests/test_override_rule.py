@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,7 @@ from safeguard_desktop.core.policy import resolve_policy
 from safeguard_desktop.services.escalation import review_note
 from safeguard_desktop.store import schema
 from safeguard_desktop.store.history import History
-
-
-@pytest.fixture(autouse=True)
-def _reset_data_dir() -> Iterator[None]:
-    yield
-    paths.set_data_dir(None)
+from tests.cli_helpers import reset_data_dir  # noqa: F401 (fixture)
 
 
 def add_review(h: History, label: str = "violation") -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from safeguard_desktop.engine.errors import ConnectionDropped
 from safeguard_desktop.engine.openai_errors import OpenAIConnectionDropped
 from safeguard_desktop.services.review import Reviewer, ReviewOptions, ReviewResult
 from safeguard_desktop.store.history import History
+from tests.cli_helpers import cli, reset_data_dir  # noqa: F401 (fixture)
 from tests.fake_ollama import FakeOllama
 from tests.real_server_fixtures import *  # noqa: F403
 from tests.real_server_fixtures import RealServer
@@ -155,21 +155,9 @@ def test_a_server_killed_mid_answer_fails_the_review_with_its_sentence(
 # --- the CLI, and a queue over the real server beside a fake Ollama host -------------------------
 
 
-def cli(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, str, str]:
-    from safeguard_desktop.cli import main
-
-    capsys.readouterr()
-    code = main(["--data-dir", str(data), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    from safeguard_desktop import paths
-
-    yield tmp_path / "data"
-    paths.set_data_dir(None)
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
 
 
 def test_classify_with_host_on_the_real_server_prints_a_verdict_and_its_reasoning(
