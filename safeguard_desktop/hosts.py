@@ -158,12 +158,15 @@ class HostList:
         check_name(host.name)
         check_kind(host.kind)
         check_slots(host.slots)
-        if host.name == LOCAL:
+        if host.name.casefold() == LOCAL:
             raise HostConfigError(
                 "'local' is the managed local Ollama (its address is the host setting); "
                 "choose another name."
             )
-        if any(h.name == host.name for h in self._extra) and not replace_existing:
+        taken = {
+            h.name.casefold() for h in self._extra if h.name != host.name or not replace_existing
+        }
+        if host.name.casefold() in taken:
             raise HostConfigError(
                 f"There is already a host named {host.name!r}; remove it first or choose "
                 "another name."

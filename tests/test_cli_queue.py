@@ -133,6 +133,9 @@ def test_queue_commands_and_their_json(capsys, tmp_path: Path) -> None:
         table = list(csv.DictReader(fh))
     assert len(table) == 6 and table[2]["decision"] == "override"
     assert table[2]["harassment_label"] in ("violation", "safe")
+    # The moderator's outcome beside the model's, and the host that judged (issues 15, 14).
+    assert table[2]["outcome"] == "safe" and lines[2]["outcome"] == "safe"
+    assert table[2]["hosts"] == fake.url and table[2]["decision_rule"] == ""
     code, _, err = cli(capsys, data, "queue", "export", "monday", "--out", str(tmp_path / "x.md"))
     assert code == 2 and one_line(err)
 

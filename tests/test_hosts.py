@@ -67,10 +67,19 @@ def test_hosts_add_list_disable_remove_with_health(capsys, tmp_path: Path) -> No
         assert cli_json(capsys, data, "hosts", "list")[0]["enabled"] is False
         code, _, err = cli(capsys, data, "hosts", "remove", "local")
         assert code == 2 and "disable it instead" in err
-        code, _, err = cli(capsys, data, "hosts", "add", "gpu2", other.url)
+        code, _, err = cli(capsys, data, "hosts", "add", "gpu2", "http://127.0.0.1:3")
         assert code == 2 and "already a host named 'gpu2'" in err
         code, _, err = cli(capsys, data, "hosts", "add", "bad name", other.url)
         assert code == 2 and "cannot be used" in err
+        for args, says in (
+            (["LOCAL", "http://127.0.0.1:1"], "the managed local Ollama"),
+            (["x", "http://"], "names no machine"),
+            (["x", other.url], "Host gpu2 already has the address"),
+            (["x", local.url], "Host local already has the address"),
+            (["x", "http://127.0.0.1:2/v1", "--kind", "ollama"], "use --kind openai"),
+        ):
+            code, _, err = cli(capsys, data, "hosts", "add", *args)
+            assert code == 2 and says in err, (args, err)
         assert cli(capsys, data, "hosts", "remove", "gpu2")[0] == 0
         assert [h["name"] for h in cli_json(capsys, data, "hosts", "list")] == ["local", "vllm"]
     # Nothing of the hosts' tokens or state in the settings file
@@ -163,6 +172,8 @@ def test_a_queue_spreads_over_two_hosts_and_survives_one_dying(capsys, tmp_path:
             killer.join(60)
         assert code == 0, err
         assert "40 of 40 items classified, 0 failed" in out
+        assert "Reviews by host: local 35, gpu2 5." in out
+        assert f"Host gpu2 ({gpu2.url}) stopped answering" in err
         served_by_gpu2 = len(gpu2.requests_to("/api/chat"))
     rows = cli_json(capsys, data, "queue", "items", "q")
     hosts = Counter(v["host"] for r in rows for v in r["verdicts"])

@@ -410,7 +410,7 @@ def describe(p: Progress) -> str:
     if p.failed:
         parts.append(f"{p.failed} failed")
     if p.retries:
-        parts.append(f"server busy, {p.retries} retries")
+        parts.append(f"{p.retries} asked again (a server busy or gone)")
     return "  ".join(parts)
 
 
@@ -446,6 +446,8 @@ def run_run(args: argparse.Namespace) -> int:
         f"{status.items} items classified, {c['failed']} failed ({reviews} reviews in "
         f"{human_duration(report.elapsed_s)})."
     )
+    if report.by_host:
+        print(f"Reviews by host: {safe_terminal(report.by_host)}.")
     if c["failed"]:
         print(
             f"safeguard-desktop: {c['failed']} items failed; `safeguard-desktop queue items "

@@ -113,6 +113,7 @@ class RunReport:
     retries: int
     stopped: bool
     elapsed_s: float
+    by_host: str | None = None  # several hosts: how many each judged ("local 30, gpu2 10")
 
 
 class BatchRunner(Generic[U]):

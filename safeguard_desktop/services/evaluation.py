@@ -787,19 +787,21 @@ class _Job:
             except HostConfigError as exc:
                 raise EvaluationError(str(exc)) from None
             parallel = self.pool.parallel
+            self.pool.on_event = on_warning
             for warning in self.pool.warnings:
                 log.warning("evaluation run %d: %s", self.run_row.id, warning)
                 if on_warning is not None:
                     on_warning(warning)
         runner: BatchRunner[EvalUnit] = BatchRunner(parallel=parallel, backoff=backoff)
         try:
-            return await runner.run(
+            report = await runner.run(
                 units,
                 self.do_one,
                 on_progress=on_progress,
                 done_before=len(items) - len(units),
                 stop=stop,
             )
+            return dataclasses.replace(report, by_host=self.pool.summary() if self.pool else None)
         finally:
             if self.pool is not None:
                 await self.pool.aclose()

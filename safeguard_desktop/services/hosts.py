@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ from safeguard_desktop.hosts import (
     HostConfigError,
     HostList,
     check_kind,
+    check_name,
     check_slots,
     kind_of_url,
 )
@@ -162,6 +164,9 @@ class HostPool:
         self._changed = asyncio.Event()
         self.warnings: list[str] = []  # hosts left out at the start, for the user
         self.last_error: EngineError | None = None
+        # Told when a host stops answering or is taken out during the run (the CLI prints
+        # it, the Queues view shows it): a moderator sees which host went and why.
+        self.on_event: Callable[[str], None] | None = None
 
     @property
     def parallel(self) -> int:
@@ -223,6 +228,11 @@ class HostPool:
         self.last_error = error
         log.warning("host %s (%s) failed: %s; tried again in %.0f s", host.name, host.url,
                     error, delay)  # fmt: skip
+        if host.failures == 1 and not self.single and self.on_event is not None:
+            self.on_event(
+                f"Host {host.name} ({host.url}) stopped answering ({error}); its items run "
+                "on the other hosts, and it is tried again later."
+            )
         self._changed.set()
 
     def take_out(self, host: PoolHost, reason: str, error: EngineError | None = None) -> None:
@@ -230,7 +240,15 @@ class HostPool:
         if error is not None:
             self.last_error = error
         log.warning("host %s (%s) left out of this run: %s", host.name, host.url, reason)
+        if error is not None and self.on_event is not None:  # out mid-run, not at the start
+            self.on_event(f"Host {host.name} ({host.url}) is out of this run: {reason}")
         self._changed.set()
+
+    def summary(self) -> str | None:
+        """Which host judged how many (for several hosts), e.g. "local 30, gpu2 10"."""
+        if self.single:
+            return None
+        return ", ".join(f"{h.name} {h.reviews}" for h in self.hosts)
 
     # --- a review on the pool ---------------------------------------------------------------
 
@@ -303,10 +321,25 @@ class HostsService:
     ) -> HostConfig:
         """Add a host (its token, if given, goes to the keyring only). Reads the keyring:
         off the GUI thread."""
+        name = check_name(name)
+        raw = url.strip()
+        if "://" in raw and not urllib.parse.urlsplit(raw).hostname:
+            raise HostConfigError(f"Host address {raw!r} names no machine: e.g. http://gpu2:11434.")
         try:
-            address = normalize_host(url)
+            address = normalize_host(raw)
         except HostError as exc:
             raise HostConfigError(str(exc)) from None
+        if kind == "ollama" and kind_of_url(address) == "openai":
+            raise HostConfigError(
+                f"{address} ends in /v1, an OpenAI-compatible server's address: use --kind "
+                "openai, or leave /v1 out for an Ollama server."
+            )
+        same = next((h for h in self.all() if h.url == address), None)
+        if same is not None:
+            raise HostConfigError(
+                f"Host {same.name} already has the address {address}: one server is one host "
+                "(give it more slots instead)."
+            )
         host = HostConfig(
             name=name.strip(), kind=check_kind(kind or kind_of_url(address)), url=address,
             model=model.strip(), slots=check_slots(int(slots)), enabled=True,
@@ -351,7 +384,7 @@ class HostsService:
     def select(self, names: Sequence[str] | None) -> list[HostConfig]:
         """The hosts named (in that order), else every enabled one."""
         if names:
-            return [self.get(n) for n in dict.fromkeys(names)]
+            return [self.get(n) for n in dict.fromkeys(names)]  # named: used even if disabled
         enabled = [h for h in self.all() if h.enabled]
         if not enabled:
             raise HostConfigError(
@@ -438,6 +471,11 @@ class HostsService:
             n = slots if config.managed else config.slots
             members.append(PoolHost(config, Reviewer(client, host_options, None), n, owned=owned))
         pool = HostPool(members)
+        pool.warnings.extend(
+            f"Host {c.name} is disabled but named, so it is used for this run."
+            for c in configs
+            if not c.enabled
+        )
         try:
             await self._check(pool)
         except BaseException:

@@ -142,6 +142,15 @@ class ItemView:
             return True
         return False if labels and all(label == "safe" for label in labels) else None
 
+    @property
+    def outcome(self) -> str | None:
+        """What the item is: the moderator's override label when one stands, else the
+        model's ("violation" / "safe"); None while that is not known."""
+        d = self.decision
+        if d is not None and d.action == "override" and d.label:
+            return d.label
+        return None if self.violation is None else "violation" if self.violation else "safe"
+
     def to_json(self) -> dict[str, Any]:
         d = self.decision
         return {
@@ -155,6 +164,7 @@ class ItemView:
                 "moderator": d.moderator, "at": d.at,
             },
             "violation": self.violation,
+            "outcome": self.outcome,
             "ref": self.ref,
         }  # fmt: skip
 
@@ -665,7 +675,9 @@ class QueueService:
                         log.warning("queue %s: %s", queue.name, warning)
                         if on_warning is not None:
                             on_warning(warning)
-                    return await job.run(job.pool.parallel, on_progress, stop, backoff)
+                    job.pool.on_event = on_warning
+                    report = await job.run(job.pool.parallel, on_progress, stop, backoff)
+                    return dataclasses.replace(report, by_host=job.pool.summary())
                 finally:
                     await job.pool.aclose()
             finally:
@@ -1010,16 +1022,18 @@ def _csv(views: Sequence[ItemView], policies: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
-        ["item", "ref", "text", *(f"{p}_label" for p in policies), "violation",
-         "decision", "decision_label", "note", "moderator", "at"]
+        ["item", "ref", "text", *(f"{p}_label" for p in policies), "violation", "outcome",
+         "decision", "decision_label", "decision_rule", "note", "moderator", "at", "hosts"]
     )  # fmt: skip
     for v in views:
         d = v.decision
+        hosts = " ".join(dict.fromkeys(c.host for c in v.verdicts if c.host))
         writer.writerow(
             [v.position, _cell(v.ref), _cell(v.text), *(c.label or "" for c in v.verdicts),
-             "" if v.violation is None else str(v.violation).lower(),
-             d.action if d else "", d.label or "" if d else "", _cell(d.note if d else ""),
-             _cell(d.moderator if d else ""), d.at if d else ""]
+             "" if v.violation is None else str(v.violation).lower(), v.outcome or "",
+             d.action if d else "", d.label or "" if d else "", _cell(d.rule or "" if d else ""),
+             _cell(d.note if d else ""), _cell(d.moderator if d else ""), d.at if d else "",
+             _cell(hosts)]
         )  # fmt: skip
     return buffer.getvalue()
 

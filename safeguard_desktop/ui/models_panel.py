@@ -94,6 +94,7 @@ class ModelsPanel(QWidget):
         layout = QVBoxLayout(box)
         self.model = ModelsTableModel(self)
         self.table = QTableView(box)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table (rows move with arrows)
         self.table.setObjectName("modelsTable")
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)

@@ -1030,13 +1030,20 @@ class QueueView(QWidget):
                 run.progress = p
             self.refresh()
 
+        def warning(text: str) -> None:  # a host left out or gone: said where the user looks
+            self._problem(f"Queue {name!r}: {text}", "warning")
+
         try:
-            report = await self.service().run(name, on_progress=progress, stop=stop)
+            report = await self.service().run(
+                name, on_progress=progress, on_warning=warning, stop=stop
+            )
         except (QueueError, HistoryError, EngineError) as exc:
             self._problem(f"Classifying {name!r} stopped: {exc}")
         else:
             if report.stopped:
                 self._notice(f"Queue {name!r} paused; R resumes it.")
+            elif report.by_host:
+                self._notice(f"Queue {name!r} classified; reviews by host: {report.by_host}.")
         finally:
             self.runs.pop(name, None)
             self.refresh()

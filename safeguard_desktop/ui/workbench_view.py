@@ -599,6 +599,7 @@ class WorkbenchView(QWidget):
                 labelled.name,
                 effort=self.effort_picker.currentData(),
                 on_progress=progress,
+                on_warning=lambda text: self.message.show_message(text, "warning"),
                 stop=stop,
             )
         except (EvaluationError, HistoryError, EngineError, PolicyError) as exc:
