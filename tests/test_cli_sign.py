@@ -4,6 +4,7 @@ when a bundle is refused."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import platform
@@ -177,7 +178,12 @@ def test_every_refusal_of_verify_is_exit_1_and_one_line(
     assert cli(capsys, data_dir, "sign", str(target), "--key", str(keys / "room.key"))[0] == 0
     sig = tmp_path / "file.bin.sig"
     good_sig = sig.read_bytes()
-    flip(sig, good_sig.index(b'"signature"') + 20)
+    # One bit of the signature itself changed (a bit of its base64 text could turn into a
+    # character that is not base64, or land in the padding bits: not the same case).
+    encoded = json.loads(good_sig)["signature"].encode("ascii")
+    raw = bytearray(base64.b64decode(encoded))
+    raw[10] ^= 0x01
+    sig.write_bytes(good_sig.replace(encoded, base64.b64encode(bytes(raw))))  # same form
     refused(problem="bad-signature", says="was altered or damaged")
     sig.write_text("{}")
     refused(problem="malformed-signature", says="is not a signature file")
@@ -313,8 +319,13 @@ def damage_truncate(bundle: Path) -> None:
 
 
 def damage_sig(bundle: Path) -> None:
+    """One hex digit of the recorded sha256 changed into another hex digit (a flipped bit
+    could make it a letter that is not hex: a malformed file, another case)."""
     sig = bundle.with_name(bundle.name + ".sig")
-    flip(sig, sig.read_bytes().index(b'"sha256"') + 15)
+    data = bytearray(sig.read_bytes())
+    at = data.index(b'"sha256"') + 15
+    data[at] = ord("1") if data[at] == ord("0") else ord("0")
+    sig.write_bytes(bytes(data))
 
 
 def damage_unsign(bundle: Path) -> None:
