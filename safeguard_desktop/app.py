@@ -1,21 +1,34 @@
-"""GUI bootstrap: check the display, create QApplication + qasync loop, wire services to the UI.
+"""GUI bootstrap: check the display, show the window, then build the session and the views.
 
-The session (services/session.py) is built here once and handed to every view.
+The window frame is shown first, before anything but Qt is imported: the session (whose
+keyring read runs in a thread), the review workspace and the other views are built right
+after its first frame (`build_workspace`). The session (services/session.py) is built here
+once and handed to every view.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import builtins
+import contextlib
+import gc
 import logging
 import signal
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from safeguard_desktop import egress, paths
 from safeguard_desktop.preflight import check_display
-from safeguard_desktop.services.session import Session
+
+if TYPE_CHECKING:
+    from safeguard_desktop.services.session import Session
+    from safeguard_desktop.ui.main_window import MainWindow
 
 log = logging.getLogger("safeguard.app")
+FIRST_FRAME_MS = 500  # at most this long for the window's first frame before building on
+# Python's own import statement, as it is before PySide6 replaces it (see `plain_imports`).
+PYTHON_IMPORT = builtins.__import__
 
 
 def run_gui(args: argparse.Namespace) -> int:
@@ -33,14 +46,9 @@ def _run_gui(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"safeguard-desktop: {problem}", file=sys.stderr)
         return 1
-    from safeguard_desktop.qt import QApplication, qasync
-    from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
-    from safeguard_desktop.ui.history_integration import install as install_history
+    from safeguard_desktop.qt import QApplication
     from safeguard_desktop.ui.main_window import MainWindow
-    from safeguard_desktop.ui.queue_integration import install as install_queues
-    from safeguard_desktop.ui.server_integration import install as install_server
     from safeguard_desktop.ui.theme import app_icon, apply_theme
-    from safeguard_desktop.ui.workbench_integration import install as install_workbench
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
@@ -51,13 +59,20 @@ def _run_gui(args: argparse.Namespace) -> int:
     app.setQuitOnLastWindowClosed(False)  # the loop ends when the window finished shutting down
     apply_theme(app)
 
-    ctx = Session.open(host=getattr(args, "host", None))
-    egress.follow(lambda: ctx.endpoint.url)  # a host chosen in Settings is followed at once
-    window = MainWindow(ctx)
-    install_history(window, ctx)
-    server = install_server(window, ctx)  # noqa: F841 (kept alive with the window)
-    install_queues(window, ctx)
-    install_workbench(window, ctx)
+    window = MainWindow()
+    window.show()
+    if not first_frame(window):
+        return 0  # closed before it was built
+
+    with plain_imports():
+        import asyncio
+
+        from safeguard_desktop.qt import qasync
+        from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
+
+    ctx, kept = build_workspace(window, host=getattr(args, "host", None))
+    # What start-up made lives as long as the window: the collector need not walk it again.
+    gc.freeze()
     collector = MainThreadGC(parent=app)
     collector.start()
 
@@ -72,7 +87,6 @@ def _run_gui(args: argparse.Namespace) -> int:
 
         window.closed.connect(finished)
         _route_sigint(window)
-        window.show()
         window.start()
         await done
 
@@ -81,9 +95,86 @@ def _run_gui(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        kept.clear()
         if ctx.history is not None:
             ctx.history.close()
     return 0
+
+
+def build_workspace(
+    window: MainWindow, *, host: str | None = None, session: Session | None = None
+) -> tuple[Session, list[Any]]:
+    """The session (`Session.open` unless given) and every view, into the shown frame.
+
+    Returns the session and the integrations (kept alive with the window). The window is
+    started by the caller, on the running loop.
+    """
+    with plain_imports():
+        from safeguard_desktop.services.session import Session
+        from safeguard_desktop.ui.history_integration import install as install_history
+        from safeguard_desktop.ui.queue_integration import install as install_queues
+        from safeguard_desktop.ui.server_integration import install as install_server
+        from safeguard_desktop.ui.workbench_integration import install as install_workbench
+
+        ctx = session or Session.open(host=host)
+        egress.follow(lambda: ctx.endpoint.url)  # a host chosen in Settings is followed at once
+        ctx.client  # noqa: B018 (made now, with its HTTP library, for the first health check)
+        window.attach(ctx)
+        kept: list[Any] = [
+            install_history(window, ctx),
+            install_server(window, ctx),
+            install_queues(window, ctx),
+            install_workbench(window, ctx),
+        ]
+    return ctx, kept
+
+
+@contextlib.contextmanager
+def plain_imports() -> Iterator[None]:
+    """Import with Python's own `import` meanwhile, not PySide6's.
+
+    PySide6 replaces the import statement to find modules that opt into its `__feature__`
+    switches (this app has none): it reads the source of every module imported after it and
+    linecache keeps that text for good. For the ~400 modules of the workspace that is 10-15
+    MiB of resident memory and tens of ms. Nothing changes when PySide6 had replaced it
+    already when this module was imported (PYTHON_IMPORT is then its import too).
+    """
+    hooked = builtins.__import__
+    swap = getattr(hooked, "__name__", "") == "__feature_import__"
+    if swap:
+        builtins.__import__ = PYTHON_IMPORT
+    try:
+        yield
+    finally:
+        if swap:
+            builtins.__import__ = hooked
+
+
+def first_frame(window: MainWindow, timeout_ms: int = FIRST_FRAME_MS) -> bool:
+    """Run Qt's loop until the shown window is on screen (its first expose), at most
+    `timeout_ms`; False when the window was closed meanwhile."""
+    from safeguard_desktop.qt import QEvent, QObject, QtCore
+
+    handle = window.windowHandle()
+    if handle is not None and not handle.isExposed():
+        loop = QtCore.QEventLoop()
+
+        class Exposed(QObject):
+            def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+                if event.type() == QEvent.Type.Expose and handle.isExposed():
+                    loop.quit()
+                return False
+
+        watch = Exposed()
+        bound = QtCore.QTimer(watch)
+        bound.setSingleShot(True)
+        bound.timeout.connect(loop.quit)
+        handle.installEventFilter(watch)
+        bound.start(timeout_ms)
+        loop.exec()
+        bound.stop()
+        handle.removeEventFilter(watch)
+    return window.isVisible()
 
 
 def _route_sigint(window: object) -> None:

@@ -2,108 +2,116 @@
 
 PySide6 must be imported before qasync (qasync picks the first Qt binding it
 finds), so this module does both in that order.
+
+The names are looked up when first imported from here (`__getattr__`), not all at once:
+PySide6 builds each class on first access, and building them all costs a third of Qt's
+start-up, before the window could show. qasync (and asyncio) likewise come with the first
+`from safeguard_desktop.qt import qasync`, once the window is up.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("QT_API", "pyside6")
 
 import PySide6  # noqa: F401  (before qasync, which picks the binding already imported)
-import qasync
 import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QDate,
-    QElapsedTimer,
-    QEvent,
-    QFileSystemWatcher,
-    QMimeData,
-    QModelIndex,
-    QObject,
-    QPersistentModelIndex,
-    QPoint,
-    QPointF,
-    QRect,
-    QSettings,
-    QSize,
-    Qt,
-    QUrl,
-    Signal,
-    Slot,
-)
-from PySide6.QtGui import (
-    QAction,
-    QBrush,
-    QCloseEvent,
-    QColor,
-    QCursor,
-    QDragEnterEvent,
-    QDropEvent,
-    QFont,
-    QFontDatabase,
-    QGuiApplication,
-    QIcon,
-    QKeyEvent,
-    QKeySequence,
-    QMouseEvent,
-    QPainter,
-    QPalette,
-    QPen,
-    QPixmap,
-    QShortcut,
-    QShowEvent,
-    QTextCharFormat,
-    QTextCursor,
-    QTextDocument,
-    QTextFormat,
-)
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QApplication,
-    QCheckBox,
-    QComboBox,
-    QDateEdit,
-    QDialog,
-    QDialogButtonBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QFrame,
-    QGraphicsBlurEffect,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QMainWindow,
-    QMenu,
-    QMessageBox,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QSizePolicy,
-    QSpinBox,
-    QSplitter,
-    QStackedWidget,
-    QStatusBar,
-    QStyleFactory,
-    QTableView,
-    QTableWidget,
-    QTableWidgetItem,
-    QTabWidget,
-    QTextBrowser,
-    QTextEdit,
-    QToolButton,
-    QToolTip,
-    QVBoxLayout,
-    QWidget,
-)
+
+if TYPE_CHECKING:  # at run time: `__getattr__` below
+    import qasync
+    from PySide6.QtCore import (
+        QAbstractTableModel,
+        QDate,
+        QElapsedTimer,
+        QEvent,
+        QFileSystemWatcher,
+        QMimeData,
+        QModelIndex,
+        QObject,
+        QPersistentModelIndex,
+        QPoint,
+        QPointF,
+        QRect,
+        QSettings,
+        QSize,
+        Qt,
+        QUrl,
+        Signal,
+        Slot,
+    )
+    from PySide6.QtGui import (
+        QAction,
+        QBrush,
+        QCloseEvent,
+        QColor,
+        QCursor,
+        QDragEnterEvent,
+        QDropEvent,
+        QFont,
+        QFontDatabase,
+        QGuiApplication,
+        QIcon,
+        QKeyEvent,
+        QKeySequence,
+        QMouseEvent,
+        QPainter,
+        QPalette,
+        QPen,
+        QPixmap,
+        QShortcut,
+        QShowEvent,
+        QTextCharFormat,
+        QTextCursor,
+        QTextDocument,
+        QTextFormat,
+    )
+    from PySide6.QtWidgets import (
+        QAbstractItemView,
+        QApplication,
+        QCheckBox,
+        QComboBox,
+        QDateEdit,
+        QDialog,
+        QDialogButtonBox,
+        QDoubleSpinBox,
+        QFileDialog,
+        QFormLayout,
+        QFrame,
+        QGraphicsBlurEffect,
+        QGridLayout,
+        QGroupBox,
+        QHBoxLayout,
+        QHeaderView,
+        QLabel,
+        QLineEdit,
+        QListWidget,
+        QListWidgetItem,
+        QMainWindow,
+        QMenu,
+        QMessageBox,
+        QPlainTextEdit,
+        QProgressBar,
+        QPushButton,
+        QSizePolicy,
+        QSpinBox,
+        QSplitter,
+        QStackedWidget,
+        QStatusBar,
+        QStyleFactory,
+        QTableView,
+        QTableWidget,
+        QTableWidgetItem,
+        QTabWidget,
+        QTextBrowser,
+        QTextEdit,
+        QToolButton,
+        QToolTip,
+        QVBoxLayout,
+        QWidget,
+    )
 
 
 class QTimer(QtCore.QTimer):
@@ -237,3 +245,20 @@ __all__ = [
     "pending_single_shots",
     "qasync",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A name of `__all__` not looked up yet: from Qt's modules (or qasync), then kept."""
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name == "qasync":
+        import qasync
+
+        value: Any = qasync
+    else:
+        module = next((m for m in (QtCore, QtGui, QtWidgets) if hasattr(m, name)), None)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(module, name)
+    globals()[name] = value
+    return value

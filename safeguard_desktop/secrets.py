@@ -2,15 +2,23 @@
 
 When no keyring backend exists (a bare Linux box without Secret Service), we
 say so and refuse to store the token rather than writing it to a file.
+
+The `keyring` library is imported on first use (`_keyring`), and the app reads the token
+in a thread (`TokenLookup`) while the window opens: finding the backend costs 50-200 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import sys
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import keyring
-import keyring.errors
-from keyring.backend import KeyringBackend
+if TYPE_CHECKING:
+    from keyring.backend import KeyringBackend
 
 log = logging.getLogger("safeguard.secrets")
 SERVICE = "safeguard-desktop"
@@ -26,6 +34,19 @@ class SecretStoreUnavailable(RuntimeError):
     """No usable keyring backend: the token cannot be kept."""
 
 
+def _keyring() -> ModuleType:
+    """The `keyring` module. Off macOS, its macOS backend's bindings are marked absent
+    first: looking for the Keychain libraries there runs `ctypes.util.find_library` three
+    times (ldconfig, gcc and ld subprocesses, 30-100 ms) for a backend that can only say
+    "macOS required"."""
+    if sys.platform != "darwin":
+        sys.modules.setdefault("keyring.backends.macOS.api", None)  # type: ignore[arg-type]
+    import keyring
+    import keyring.errors
+
+    return keyring
+
+
 def _usable(backend: KeyringBackend) -> bool:
     name = f"{type(backend).__module__}.{type(backend).__name__}"
     # keyrings.alt backends write files (some in plain text): not a keyring for our token.
@@ -34,15 +55,16 @@ def _usable(backend: KeyringBackend) -> bool:
 
 def backend_name() -> str:
     """Where tokens are kept, for the settings dialog ("Stored in: SecretService")."""
-    backend = keyring.get_keyring()
+    backend = _keyring().get_keyring()
     return type(backend).__name__ if _usable(backend) else "none"
 
 
 def available() -> bool:
-    return _usable(keyring.get_keyring())
+    return _usable(_keyring().get_keyring())
 
 
 def get_token(host: str) -> str | None:
+    keyring = _keyring()
     try:
         return keyring.get_password(SERVICE, host) or None
     except keyring.errors.KeyringError as exc:
@@ -51,6 +73,7 @@ def get_token(host: str) -> str | None:
 
 
 def set_token(host: str, token: str) -> None:
+    keyring = _keyring()
     if not available():
         raise SecretStoreUnavailable(NO_BACKEND)
     try:
@@ -63,9 +86,49 @@ def set_token(host: str, token: str) -> None:
 
 
 def delete_token(host: str) -> None:
+    keyring = _keyring()
     try:
         keyring.delete_password(SERVICE, host)
     except keyring.errors.PasswordDeleteError:
         pass
     except keyring.errors.KeyringError as exc:
         log.info("keyring delete failed: %s", exc)
+
+
+class TokenLookup:
+    """The keyring's token for one host, read in a thread from the moment this is made.
+
+    Nothing waits for it but the requests to that host (`wait`, through
+    `engine.endpoint.AwaitedBearer`): the window opens and takes typing meanwhile, however
+    long the keyring takes (a locked one asks to be unlocked). A keyring that fails is
+    logged and read as no token, as `get_token` does.
+    """
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self._future: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+        self._future.set_running_or_notify_cancel()  # a cancelled waiter cannot cancel it
+        thread = threading.Thread(target=self._read, name="keyring-lookup", daemon=True)
+        thread.start()
+
+    def _read(self) -> None:
+        token: str | None = None
+        try:
+            token = get_token(self.host)
+        except Exception:  # a broken backend: the same as no token, and said in the log
+            log.exception("keyring read failed")
+        finally:
+            self._future.set_result(token)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> str | None:
+        """The token, once read (blocks: never on the GUI thread)."""
+        return self._future.result(timeout)
+
+    async def wait(self) -> str | None:
+        """The token, once read, without blocking the event loop."""
+        if self._future.done():
+            return self._future.result()
+        return await asyncio.wrap_future(self._future)

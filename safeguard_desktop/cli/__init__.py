@@ -7,47 +7,52 @@ Exit codes: 0 success, 1 server or model error, 2 usage or input error,
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
-import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from safeguard_desktop import egress, paths
-from safeguard_desktop.cli import (
-    classify_cmd,
-    eval_cmd,
-    history_cmd,
-    hosts_cmd,
-    models_cmd,
-    policies_cmd,
-    queue_cmd,
-    server_cmd,
-    sign_cmd,
-)
 from safeguard_desktop.cli.common import CliError, add_host_argument, setup_logging
 from safeguard_desktop.cli.terminal import SafeStream
 
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-COMMANDS = [
-    classify_cmd,
-    policies_cmd,
-    history_cmd,
-    server_cmd,
-    models_cmd,
-    queue_cmd,
-    eval_cmd,
-    hosts_cmd,
-    sign_cmd,
-]
+# The command modules, in the order `--help` lists their commands, with the top-level
+# commands each one adds. A run imports only the module of its command (the desktop app
+# none): each imports what its command needs (tests/test_cli_lazy.py checks this table).
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "classify_cmd": ("classify",),
+    "policies_cmd": ("policies",),
+    "history_cmd": ("history", "export"),
+    "server_cmd": ("server",),
+    "models_cmd": ("models",),
+    "queue_cmd": ("queue",),
+    "eval_cmd": ("eval",),
+    "hosts_cmd": ("hosts",),
+    "sign_cmd": ("keys", "sign", "verify"),
+}
+MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # Top-level options also accepted after any subcommand (`--version` stays top-level only).
 GLOBAL_DESTS = ("data_dir", "verbose", "host")
+# The top-level options as typed in full, and whether each takes a value.
+TOP_OPTIONS = {"--version": False, "--data-dir": True, "-v": False, "--verbose": False,
+               "--host": True}  # fmt: skip
+UNLOADED = "_unloaded_command"  # set when a run's command was not the one loaded
 
 log = logging.getLogger("safeguard.cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(module: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{module}")
+
+
+def build_parser(*, only: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only` (command module names), just those commands in
+    full, the others as stand-ins that accept anything and mark the namespace `UNLOADED`
+    (none with `only` empty: the desktop app's command line names no command)."""
     parser = argparse.ArgumentParser(
         prog="safeguard-desktop",
         description="Review content against a policy with gpt-oss-safeguard on Ollama. "
@@ -62,12 +67,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     add_host_argument(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS:
-        module.add_parser(sub)
+    for module, names in COMMANDS.items():
+        if only is None or module in only:
+            command_module(module).add_parser(sub)
+            continue
+        for name in names if only else ():
+            stand_in = sub.add_parser(name, add_help=False)
+            stand_in.add_argument("rest", nargs=argparse.REMAINDER)
+            stand_in.set_defaults(**{UNLOADED: True})
     shared = [a for a in parser._actions if a.dest in GLOBAL_DESTS]
     for subparser in _subparsers(parser):
         _add_global_options(subparser, shared)
     return parser
+
+
+def named_command(argv: Sequence[str]) -> tuple[bool, str | None]:
+    """(sure, command): the command `argv` runs (None: the desktop app), when that can be
+    told from top-level options typed in full; not sure for help, abbreviations or typos."""
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("-") or arg == "-":
+            return (True, arg) if arg in MODULE_OF else (False, None)
+        name, has_value, _ = arg.partition("=")
+        if name not in TOP_OPTIONS or (has_value and not TOP_OPTIONS[name]):
+            return False, None
+        if TOP_OPTIONS[name] and not has_value and next(args, None) is None:
+            return False, None
+    return True, None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line, building only the parser of the command it names.
+
+    Anything the narrow parser does not take as it is (help, abbreviated options, a word it
+    read differently, an error) is parsed again by the whole parser, so what a user sees is
+    always the whole parser's answer.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    sure, command = named_command(args_list)
+    if sure:
+        only = [MODULE_OF[command]] if command else []
+        narrow = build_parser(only=only)
+        narrow.exit_on_error = False
+        try:
+            args, extra = narrow.parse_known_args(args_list)
+        except argparse.ArgumentError:
+            pass
+        else:
+            if not extra and not getattr(args, UNLOADED, False):
+                return args
+    return build_parser().parse_args(args_list)
 
 
 def version_text() -> str:
@@ -76,6 +125,7 @@ def version_text() -> str:
     Qt is imported here only (it costs start-up), and a Qt that cannot load is reported,
     not raised: `--version` is what one runs to find out what is wrong with an install.
     """
+    import platform
     from importlib import metadata
 
     from safeguard_desktop import __version__
@@ -157,15 +207,30 @@ def _add_global_options(parser: argparse.ArgumentParser, shared: list[argparse.A
         group.add_argument(*missing, default=argparse.SUPPRESS, **kwargs)
 
 
+# Optional parts of our dependencies this program never uses, which they import at start
+# whenever they happen to be installed: httpcore's trio support (trio: 15 MiB and ~100 ms,
+# for an event loop we do not run) and httpx's command-line tool (its `cli` extra: click,
+# pygments). Marked absent for the run; both libraries expect them to be missing.
+UNUSED_OPTIONAL_MODULES = ("trio", "httpx._main")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The whole run is air-gapped (only the model host is contacted, see egress.py) and
     every file it creates is the user's only (logs, notes, backups, settings)."""
-    with egress.guarded(), paths.private_files():
-        return _main(argv)
+    skipped = [name for name in UNUSED_OPTIONAL_MODULES if name not in sys.modules]
+    for name in skipped:
+        sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        with egress.guarded(), paths.private_files():
+            return _main(argv)
+    finally:
+        for name in skipped:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     data_dir = getattr(args, "data_dir", None)
     if data_dir:
         paths.set_data_dir(data_dir)

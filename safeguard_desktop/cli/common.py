@@ -10,11 +10,14 @@ import logging.handlers
 import os
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from safeguard_desktop import egress, paths
-from safeguard_desktop.services.session import HostError, Session
-from safeguard_desktop.settings import Settings
+
+if TYPE_CHECKING:  # imported when used: `safeguard-desktop` without a command opens the
+    # window first, and reaches these helpers (logging, --host) before it
+    from safeguard_desktop.services.session import Session
+    from safeguard_desktop.settings import Settings
 
 EXIT_ENGINE, EXIT_USAGE = 1, 2
 
@@ -76,6 +79,8 @@ def add_host_argument(parser: argparse.ArgumentParser, *, top: bool = False) -> 
 
 
 def load_settings() -> Settings:
+    from safeguard_desktop.settings import Settings
+
     settings = Settings()
     if settings.load_problem:
         warn(settings.load_problem)
@@ -87,6 +92,9 @@ def open_session(args: argparse.Namespace, *, with_history: bool = False) -> Ses
 
     Every warning (settings file, history, a token over plain http) goes to stderr once.
     """
+    from safeguard_desktop.services.session import HostError, Session
+    from safeguard_desktop.settings import Settings
+
     settings = Settings()
     try:
         session = Session.open(

@@ -2,24 +2,31 @@
 
 Yields typed events (reasoning delta, answer delta, done with stats). Cancel
 by cancelling the task that iterates: the HTTP stream is closed with it.
+
+The `ollama` library is imported when the first review starts, not with this module: it
+builds pydantic models at import (150-400 ms, tens of MiB) that nothing else needs. Health
+checks and model calls go through plain httpx (`OllamaClient.http`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from safeguard_desktop.engine.endpoint import ollama_host_hidden
 
-with ollama_host_hidden():
+if TYPE_CHECKING:
     import ollama
 
 from safeguard_desktop.core.prompt import ChatRequest
@@ -109,6 +116,32 @@ def map_transport_error(exc: BaseException, endpoint: Endpoint, *, started: bool
     return ConnectionDropped(detail=str(exc) or type(exc).__name__)
 
 
+_ollama: Any = None  # the module, once imported
+_ollama_import = threading.Lock()  # one import; other callers wait for it to finish
+
+
+def import_ollama() -> Any:
+    """The `ollama` module (imported on first call, with OLLAMA_HOST hidden: see
+    `ollama_host_hidden`)."""
+    global _ollama
+    with _ollama_import:
+        if _ollama is None:
+            with ollama_host_hidden():
+                import ollama
+            _ollama = ollama
+    return _ollama
+
+
+async def import_ollama_async() -> Any:
+    """`import_ollama` without stopping the event loop: in a thread, unless OLLAMA_HOST is
+    set (hiding it from a thread would hide it from the whole process meanwhile)."""
+    if _ollama is not None:
+        return _ollama
+    if "OLLAMA_HOST" in os.environ:
+        return import_ollama()
+    return await asyncio.to_thread(import_ollama)
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -119,36 +152,45 @@ def unicode_text(text: str) -> str:
 
 
 class OllamaClient:
-    """One server address; cheap to create, holds one connection pool."""
+    """One server address; cheap to create, holds one connection pool.
+
+    The `ollama.AsyncClient` (for chat) is made at the first review; `http` (everything
+    else) at once. Both share the endpoint's SSL context and wait for its pending token.
+    """
 
     kind = "ollama"  # the backend kind (engine/backend.py); OpenAIClient's is "openai"
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        options = endpoint.httpx_options()
-        self._client = ollama.AsyncClient(host=endpoint.url, **options)
-        if not endpoint.token:
-            # The ollama library adds OLLAMA_API_KEY from the environment on its own; the
-            # only token we send is the one from the keyring for this host.
-            self._client._client.headers.pop("authorization", None)
+        self._options = endpoint.httpx_options()
+        self._client: ollama.AsyncClient | None = None
         # Plain HTTP for what the ollama client has no call for (/api/version, blobs).
-        self.http = httpx.AsyncClient(base_url=endpoint.url, **options)  # type: ignore[arg-type]
+        self.http = httpx.AsyncClient(base_url=endpoint.url, **self._options)  # type: ignore[arg-type]
 
     @property
     def raw(self) -> ollama.AsyncClient:
+        if self._client is None:
+            client = import_ollama().AsyncClient(host=self.endpoint.url, **self._options)
+            if not self.endpoint.token:
+                # The ollama library adds OLLAMA_API_KEY from the environment on its own; the
+                # only token we send is the one from the keyring for this host.
+                client._client.headers.pop("authorization", None)
+            self._client = client
         return self._client
 
     async def aclose(self) -> None:
-        await self._client.close()  # type: ignore[no-untyped-call]
+        if self._client is not None:
+            await self._client.close()  # type: ignore[no-untyped-call]
         await self.http.aclose()
 
     async def classify(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
         """Stream one answer. Raises an `EngineError` subclass on any failure."""
+        ollama = await import_ollama_async()
         started = False
         t0 = time.perf_counter()
         first: float | None = None
         try:
-            stream = await self._client.chat(**request.to_kwargs())
+            stream = await self.raw.chat(**request.to_kwargs())
             # Close the HTTP stream here, on this loop, however the iteration ends.
             final: Done | None = None
             async with contextlib.aclosing(stream):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
+import ssl
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -107,12 +110,73 @@ def resolve_host(cli_value: str | None, env_value: str | None, setting_value: st
     return DEFAULT_HOST
 
 
+class PendingToken(Protocol):
+    """A host's token still being read (from the keyring, in a thread: `secrets.TokenLookup`)."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> str | None: ...  # blocks until the token is known
+
+    async def wait(self) -> str | None: ...
+
+
+class AwaitedBearer(httpx.Auth):
+    """Each request waits for the token before it goes out (only the first really waits),
+    then carries it: a request is never sent without the token the keyring holds."""
+
+    def __init__(self, pending: PendingToken) -> None:
+        self.pending = pending
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        _bearer(request, self.pending.result())
+        yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        _bearer(request, await self.pending.wait())
+        yield request
+
+
+def _bearer(request: httpx.Request, token: str | None) -> None:
+    if token:
+        request.headers["Authorization"] = f"Bearer {token}"
+
+
+@functools.cache
+def _verifying_context() -> ssl.SSLContext:
+    """What httpx makes for `verify=True` without the environment (certifi's CAs), made
+    once for the process: loading the certificates costs tens of ms per client."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+@functools.cache
+def _plain_http_context() -> ssl.SSLContext:
+    """For an http:// host nothing is encrypted, and redirects are off: no certificate is
+    loaded. It still verifies, so a TLS connection made with it by mistake fails closed."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def ssl_context(url: str) -> ssl.SSLContext:
+    """The one SSL context clients of `url` share (https), or an empty one (http)."""
+    if url.lower().startswith("https://"):
+        return _verifying_context()
+    return _plain_http_context()
+
+
 @dataclass(frozen=True)
 class Endpoint:
     url: str = DEFAULT_HOST
     token: str | None = field(default=None, repr=False)
     timeout: float = 300.0  # seconds without data before we give up
     connect_timeout: float = 5.0
+    # The keyring's token while it is still being read (`token` is None then): every request
+    # of a client made from this endpoint waits for it. Not part of the value.
+    pending_token: PendingToken | None = field(default=None, repr=False, compare=False)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -121,10 +185,18 @@ class Endpoint:
         return httpx.Timeout(self.timeout, connect=self.connect_timeout)
 
     def httpx_options(self) -> dict[str, object]:
-        """Only this host is ever contacted: no redirects elsewhere, no proxy from the env."""
-        return {
+        """Only this host is ever contacted: no redirects elsewhere, no proxy from the env.
+
+        One shared SSL context (none loaded for http://), and the awaited token when the
+        keyring is still being read.
+        """
+        options: dict[str, object] = {
             "headers": self.headers(),
             "timeout": self.httpx_timeout(),
             "follow_redirects": False,
             "trust_env": False,
+            "verify": ssl_context(self.url),
         }
+        if self.token is None and self.pending_token is not None:
+            options["auth"] = AwaitedBearer(self.pending_token)
+        return options

@@ -92,17 +92,34 @@ def host_kind(settings: Settings, host: str | None) -> str:
 
 
 def resolve_endpoint(
-    settings: Settings, host: str | None = None, env: Mapping[str, str] | None = None
+    settings: Settings,
+    host: str | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    wait_for_keyring: bool = True,
 ) -> Endpoint:
     """The address with its token (SAFEGUARD_OLLAMA_TOKEN, else the keyring) and timeout.
 
     Raises `HostError` for an address that cannot be used. Reads the keyring: off the GUI
-    thread, please.
+    thread, please; or, without `wait_for_keyring`, in a thread of its own (see
+    `endpoint_for`).
     """
     env = os.environ if env is None else env
     url = configured_url(settings, host, env)
-    token = env.get(TOKEN_ENV) or secrets.get_token(url)
-    return Endpoint(url=url, token=token, timeout=float(settings["request_timeout"]))
+    return endpoint_for(url, settings, env, wait_for_keyring=wait_for_keyring)
+
+
+def endpoint_for(
+    url: str, settings: Settings, env: Mapping[str, str], *, wait_for_keyring: bool = True
+) -> Endpoint:
+    """`url` with its token and the timeout setting. Without `wait_for_keyring` the keyring
+    is read in a thread (`pending_token`: the first request waits for it), unless the token
+    must be known at once: over plain http to another machine it is warned about."""
+    timeout = float(settings["request_timeout"])
+    token = env.get(TOKEN_ENV)
+    if token or wait_for_keyring or token_warning(url, "token") is not None:
+        return Endpoint(url=url, token=token or secrets.get_token(url), timeout=timeout)
+    return Endpoint(url=url, timeout=timeout, pending_token=secrets.TokenLookup(url))
 
 
 def policy_folders(settings: Settings) -> list[Path]:
@@ -187,15 +204,15 @@ class Session:
         warnings: list[str] = []
         if settings.load_problem:
             warnings.append(settings.load_problem)
+        # The keyring is read in a thread: the window opens meanwhile, a request waits for it.
         try:
-            endpoint = resolve_endpoint(settings, host, env)
+            endpoint = resolve_endpoint(settings, host, env, wait_for_keyring=False)
         except HostError as exc:
             if strict:
                 raise
             warnings.append(f"{exc} Using {DEFAULT_HOST} instead; fix the host in Settings.")
             env = os.environ if env is None else env
-            token = env.get(TOKEN_ENV) or secrets.get_token(DEFAULT_HOST)
-            endpoint = Endpoint(DEFAULT_HOST, token, float(settings["request_timeout"]))
+            endpoint = endpoint_for(DEFAULT_HOST, settings, env, wait_for_keyring=False)
         history = None
         if with_history:
             history, problem = HistoryService.open_default()

@@ -4,6 +4,10 @@ Extension points for other panels: `add_view(name, widget, shortcut)`, `menu(nam
 `add_action(...)`, `set_status(key, text)`, the `server_state_changed` signal and the
 `on_quit` callbacks (each may return an awaitable; they run before the window closes).
 
+Built in two steps so the app can show it at once: `MainWindow()` is the frame (menus, tabs,
+status bar) and imports nothing beyond Qt; `attach(ctx)` adds the review workspace for a
+session. `MainWindow(ctx)` does both.
+
 Signals:
     server_state_changed(ServerHealth): after every health check.
     closed(): the window finished shutting down.
@@ -11,13 +15,13 @@ Signals:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safeguard_desktop.qt import (
     QAction,
@@ -35,16 +39,17 @@ from safeguard_desktop.qt import (
     QWidget,
     Signal,
 )
-from safeguard_desktop.services.review import ReviewResult
-from safeguard_desktop.services.session import ServerHealth, Session
-from safeguard_desktop.ui.async_utils import TaskKeeper
-from safeguard_desktop.ui.command_palette import CommandPalette
-from safeguard_desktop.ui.review_view import ReviewView
-from safeguard_desktop.ui.server_monitor import ServerMonitor, human_bytes
-from safeguard_desktop.ui.shortcuts import ShortcutsDialog, collect_shortcuts
-from safeguard_desktop.ui.span_view import rich_tooltip
 from safeguard_desktop.ui.theme import app_icon, repolish
 from safeguard_desktop.ui.wellness import RevealState
+
+if TYPE_CHECKING:  # the review workspace and the session come with `attach`
+    from safeguard_desktop.services.review import ReviewResult
+    from safeguard_desktop.services.session import ServerHealth, Session
+    from safeguard_desktop.ui.async_utils import TaskKeeper
+    from safeguard_desktop.ui.command_palette import CommandPalette
+    from safeguard_desktop.ui.review_view import ReviewView
+    from safeguard_desktop.ui.server_monitor import ServerMonitor
+    from safeguard_desktop.ui.shortcuts import ShortcutsDialog
 
 log = logging.getLogger("safeguard.ui")
 WELLNESS_SETTINGS = frozenset({"mask_content", "mask_quotes", "mask_categories"})
@@ -58,14 +63,18 @@ class MainWindow(QMainWindow):
     settings_changed = Signal(object)  # frozenset of the setting names saved with a new value
     closed = Signal()
 
-    def __init__(self, ctx: Session, *, monitor_interval_ms: int = 5000) -> None:
+    ctx: Session
+    review: ReviewView
+    monitor: ServerMonitor
+    _tasks: TaskKeeper
+
+    def __init__(self, ctx: Session | None = None, *, monitor_interval_ms: int = 5000) -> None:
         super().__init__()
-        self.ctx = ctx
         self.setWindowTitle("Safeguard Desktop")
         self.setWindowIcon(app_icon())
         self.reveal = RevealState(self)
         self.on_quit: list[QuitCallback] = []
-        self._tasks = TaskKeeper()
+        self._attached = False
         self._closing = False
         self._closed = False
         self._menus: dict[str, QMenu] = {}
@@ -81,7 +90,19 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.views)
         for title in MENU_ORDER:
             self.menu(title)
+        self.statusBar().setSizeGripEnabled(True)
+        self.resize(1360, 860)
+        if ctx is not None:
+            self.attach(ctx, monitor_interval_ms=monitor_interval_ms)
 
+    def attach(self, ctx: Session, *, monitor_interval_ms: int = 5000) -> None:
+        """The review workspace, its actions and the server checks, for this session."""
+        from safeguard_desktop.ui.async_utils import TaskKeeper
+        from safeguard_desktop.ui.review_view import ReviewView
+        from safeguard_desktop.ui.server_monitor import ServerMonitor
+
+        self.ctx = ctx
+        self._tasks = TaskKeeper()
         self.review = ReviewView(ctx, self.reveal, self)
         self.add_view("Review", self.review)
         self._build_actions()
@@ -96,7 +117,12 @@ class MainWindow(QMainWindow):
         self._hold = QTimer(self)
         self._hold.setInterval(100)
         self._hold.timeout.connect(self._check_hold)
-        self.resize(1360, 860)
+        self._attached = True
+
+    @property
+    def attached(self) -> bool:
+        """Whether the session's workspace is in (see `attach`)."""
+        return self._attached
 
     # --- extension API ---------------------------------------------------------------
 
@@ -157,7 +183,12 @@ class MainWindow(QMainWindow):
             self.statusBar().addPermanentWidget(label)
             self._status[key] = label
         label.setText(text)
-        label.setToolTip(rich_tooltip(tooltip) if tooltip else "")  # may hold server text
+        if tooltip:
+            from safeguard_desktop.ui.span_view import rich_tooltip
+
+            label.setToolTip(rich_tooltip(tooltip))  # may hold server text
+        else:
+            label.setToolTip("")
         label.setProperty("level", level)
         repolish(label)
 
@@ -216,8 +247,6 @@ class MainWindow(QMainWindow):
         self.add_action("&Help", "&About Safeguard Desktop", self._about)
 
     def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        bar.setSizeGripEnabled(True)
         self.set_status("server", f"○ Checking {self.ctx.endpoint.url}…", level="unknown")
         self.set_status("model", "")
         self.set_status("last_review", "No review yet")
@@ -243,6 +272,10 @@ class MainWindow(QMainWindow):
 
     async def shutdown(self) -> None:
         """Cancel the review, run the on_quit hooks, stop checks, close the client."""
+        if not self._attached:
+            return
+        import asyncio
+
         self.review.cancel()
         await self.review.wait_finished()
         for callback in list(self.on_quit):
@@ -261,9 +294,15 @@ class MainWindow(QMainWindow):
         if self._closed:
             event.accept()
             return
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # no loop (a bare widget test): nothing async to stop
+            self._closed = True
+            event.accept()
+            return
+        if not self._attached:  # closed before its session came: nothing to stop either
             self._closed = True
             event.accept()
             return
@@ -292,6 +331,8 @@ class MainWindow(QMainWindow):
         self._file_dialog = dialog
 
     def show_shortcuts(self) -> None:
+        from safeguard_desktop.ui.shortcuts import ShortcutsDialog, collect_shortcuts
+
         menus = [self._menus[k] for k in self._menus]
         dialog = ShortcutsDialog(collect_shortcuts(menus), self)
         dialog.show()
@@ -301,6 +342,8 @@ class MainWindow(QMainWindow):
         if self.command_palette is not None and self.command_palette.isVisible():
             self.command_palette.search.setFocus()
             return
+        from safeguard_desktop.ui.command_palette import CommandPalette
+
         menus = [self._menus[k] for k in self._menus]
         before = QApplication.focusWidget()
         palette = self.command_palette = CommandPalette(menus, self)
@@ -366,6 +409,8 @@ class MainWindow(QMainWindow):
         else:
             self.set_status("server", f"● Not running at {state.url}", state.error or "", "error")
         if state.loaded:
+            from safeguard_desktop.ui.server_monitor import human_bytes
+
             parts = [f"{m.name} · {human_bytes(m.size_vram)} VRAM" for m in state.loaded]
             self.set_status("model", " | ".join(parts), "Models loaded on the server (/api/ps)")
         else:

@@ -90,6 +90,11 @@ class ServerMonitor(QObject):
             self._checking = False
 
     async def _probe(self) -> ServerHealth:
+        pending = self.ctx.endpoint.pending_token
+        if pending is not None and not pending.done():
+            # The keyring may be asking to be unlocked: that wait is not the server's, so
+            # it does not count against the check's timeout (the status says "Checking").
+            await pending.wait()
         was_down = self.state is None or not self.state.reachable
         with_models = was_down or self._count % TAGS_EVERY == 0
         state = await self.ctx.health(with_models=with_models)
