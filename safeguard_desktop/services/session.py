@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safeguard_desktop import paths, secrets
 from safeguard_desktop.core.policy import Policy, builtin_policies, find_policies_with_errors
@@ -33,19 +34,18 @@ from safeguard_desktop.engine.endpoint import (
 from safeguard_desktop.engine.errors import EngineError, OllamaNotFound, ServerUnreachable
 from safeguard_desktop.engine.models import LoadedModel
 from safeguard_desktop.engine.openai_client import OpenAIClient
-from safeguard_desktop.engine.server import find_ollama
 from safeguard_desktop.hosts import HostConfig, HostList, kind_of_url
-from safeguard_desktop.services.evaluation import EvaluationService
 from safeguard_desktop.services.history_service import HistoryService
-from safeguard_desktop.services.hosts import HostsService
-from safeguard_desktop.services.models_service import ModelsService
-from safeguard_desktop.services.queue_service import QueueService
 from safeguard_desktop.services.review import Reviewer, ReviewOptions
-from safeguard_desktop.services.server_service import ServerLifecycle, ServerService
 from safeguard_desktop.settings import Settings
 from safeguard_desktop.store.db import HistoryError
-from safeguard_desktop.store.evaluations import Evaluations
-from safeguard_desktop.store.queues import Queues
+
+if TYPE_CHECKING:  # imported where used: a CLI classify loads no queue, evaluation or server code
+    from safeguard_desktop.services.evaluation import EvaluationService
+    from safeguard_desktop.services.hosts import HostsService
+    from safeguard_desktop.services.models_service import ModelsService
+    from safeguard_desktop.services.queue_service import QueueService
+    from safeguard_desktop.services.server_service import ServerLifecycle, ServerService
 
 __all__ = [
     "TOKEN_ENV",
@@ -372,6 +372,8 @@ class Session:
     # -- model hosts ---------------------------------------------------------------------------
     def hosts(self) -> HostsService:
         """The model hosts of the settings (the local server is one), and run pools."""
+        from safeguard_desktop.services.hosts import HostsService
+
         return HostsService(self)
 
     # -- review queues -------------------------------------------------------------------------
@@ -382,6 +384,9 @@ class Session:
             raise HistoryError(
                 "io", "No history is open, and review queues are kept in it: fix the history first."
             )
+        from safeguard_desktop.services.queue_service import QueueService
+        from safeguard_desktop.store.queues import Queues
+
         return QueueService(self, Queues(self.history.store))
 
     # -- the policy workbench ------------------------------------------------------------------
@@ -392,12 +397,17 @@ class Session:
             raise HistoryError(
                 "io", "No history is open, and evaluations are kept in it: fix the history first."
             )
+        from safeguard_desktop.services.evaluation import EvaluationService
+        from safeguard_desktop.store.evaluations import Evaluations
+
         return EvaluationService(self, Evaluations(self.history.store))
 
     def failure_text(self, error: BaseException) -> str:
         """The sentence a failed review shows. Nothing answering at a local host where Ollama
         is not even installed is said as that (not "start it from the Server panel")."""
         if isinstance(error, ServerUnreachable) and is_loopback(self.endpoint.url):
+            from safeguard_desktop.engine.server import find_ollama
+
             try:
                 find_ollama(str(self.settings["ollama_path"] or ""))
             except OllamaNotFound:
@@ -428,10 +438,14 @@ class Session:
 
     def models(self) -> ModelsService:
         """Model operations and the models folder, on this session's client."""
+        from safeguard_desktop.services.models_service import ModelsService
+
         return ModelsService(self.settings, self.endpoint, client=self.client)
 
     # -- the server --------------------------------------------------------------------------
     def server(self, *, start_timeout: float = 30.0, stop_timeout: float = 10.0) -> ServerService:
+        from safeguard_desktop.services.server_service import ServerService
+
         return ServerService(
             self.settings, self.endpoint, start_timeout=start_timeout, stop_timeout=stop_timeout
         )
@@ -440,6 +454,8 @@ class Session:
     def lifecycle(self) -> ServerLifecycle:
         """Attach or start at start-up, stop at quit only what this session started."""
         if self._lifecycle is None:
+            from safeguard_desktop.services.server_service import ServerLifecycle
+
             self._lifecycle = ServerLifecycle(self.settings, self.server())
         return self._lifecycle
 
