@@ -63,6 +63,11 @@ TrailReport = trail.TrailReport
 log = logging.getLogger("safeguard.store")
 
 _ORDER = "ORDER BY r.created_at DESC, r.id DESC"
+# The last word of a search is a prefix from this many letters on; shorter, it is a word.
+# One letter has no prefix index (schema.FTS_PREFIXES): FTS5 would merge the postings of
+# every word starting with it (0.1-0.3 s at 1M reviews, holding the history's lock), to
+# find nearly every review anyway.
+MIN_PREFIX = 2
 _MAX_DAYS = 36_500  # a purge cut-off further back than a century cannot be a date
 
 
@@ -342,23 +347,22 @@ class History:
         self, query: str, *, filters: Filters | None = None, limit: int = 100, offset: int = 0
     ) -> builtins.list[ReviewSummary]:
         """Full-text search over content, reasoning, rationale and notes: every word must
-        occur (the last one as a prefix); best bm25 first, then newest (highest id).
-        Any input is safe: the words are quoted, never parsed as FTS syntax."""
+        occur (the last one as a prefix, from two letters on); newest first (the highest id
+        first, as the list). Any input is safe: the words are quoted, never parsed as FTS
+        syntax."""
         check_page(limit, offset)
-        match = fts_query(query)
+        match = _fts_match(query)
         if match is None:
             return []
-        where, params = filter_sql(filters)
-        # Rank inside the index (filters read from the narrow reviews_by_id index), then read
-        # only the rows shown: joining every match to its wide row costs 5-10x more at 1M.
-        join = "JOIN reviews r INDEXED BY reviews_by_id ON r.id = f.rowid" if where else ""
+        # Newest first is the index's own order: SQLite walks the matches from the newest
+        # and stops at the page. Ranking by bm25 scored every match first, so its cost grew
+        # with the history (155-190 ms p95 at 1M reviews, bench/bench_history.py).
+        sql, params = _matches(match, filters)
         with self._op() as conn:
             ids = [
                 int(r[0])
                 for r in conn.execute(
-                    f"SELECT f.rowid FROM reviews_fts f {join} WHERE reviews_fts MATCH ? {where} "
-                    "ORDER BY bm25(reviews_fts), f.rowid DESC LIMIT ? OFFSET ?",
-                    (match, *params, limit, offset),
+                    f"{sql} ORDER BY f.rowid DESC LIMIT ? OFFSET ?", (*params, limit, offset)
                 )
             ]
             rows = conn.execute(
@@ -368,6 +372,21 @@ class History:
             ).fetchall()
         by_id = {summary.id: summary for summary in map(summary_from_row, rows)}
         return [by_id[i] for i in ids if i in by_id]
+
+    def count_matches(
+        self, query: str, filters: Filters | None = None, *, cap: int | None = None
+    ) -> int:
+        """How many reviews `search(query, filters=...)` finds, or at most `cap` (for a
+        "10,000+ matches" label: counting stops there instead of walking every match)."""
+        match = _fts_match(query)
+        if match is None:
+            return 0
+        sql, params = _matches(match, filters)
+        if cap is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, cap))
+        with self._op() as conn:
+            return int(conn.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0])
 
     # --- decisions and audit ----------------------------------------------------------
 
@@ -472,6 +491,24 @@ class History:
         `path` first. Raises HistoryError ("invalid" for a backup that is refused).
         """
         return restore_backup(Path(src), Path(path), moderator=moderator)
+
+
+def _fts_match(query: str) -> str | None:
+    """`fts_query(query)`, the last word a prefix only when it has MIN_PREFIX letters."""
+    match = fts_query(query)
+    if match is None:
+        return None
+    last = [w for w in query.split() if any(ch.isalnum() for ch in w)][-1]  # fts_query's
+    return match.removesuffix("*") if sum(map(str.isalnum, last)) < MIN_PREFIX else match
+
+
+def _matches(match: str, filters: Filters | None) -> tuple[str, list[object]]:
+    """SELECT of the ids of the full-text matches that pass the filters, and its parameters.
+    Filters read the narrow reviews_by_id index, never the wide rows."""
+    where, params = filter_sql(filters)
+    join = "JOIN reviews r INDEXED BY reviews_by_id ON r.id = f.rowid" if where else ""
+    sql = f"SELECT f.rowid FROM reviews_fts f {join} WHERE reviews_fts MATCH ? {where}"
+    return sql, [match, *params]
 
 
 # --- statements shared with the other tables of this file (queues) -----------------------

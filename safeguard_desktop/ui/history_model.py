@@ -7,7 +7,8 @@ dropped by a generation counter.
 
 Signals:
     loading_changed(bool): a page read started or ended.
-    total_changed(str): the row count text ("1,234 reviews", "200+ matches").
+    total_changed(str): the row count text ("1,234 reviews", "200+ matches", "10,000+ reviews"
+        for a filter matching more than COUNT_CAP: filtered counts are counted that far only).
     failed(str): a read failed; one sentence saying what to do.
 """
 
@@ -42,6 +43,9 @@ from safeguard_desktop.ui.theme import scheme
 
 log = logging.getLogger("safeguard.ui.history")
 PAGE_SIZE = 200
+# A filtered count reads index entries one by one (4 s for a filter matching most of 1M
+# reviews, holding the history's lock): it stops after this many and says "10,000+".
+COUNT_CAP = 10_000
 COLUMNS = ("ID", "Time", "Status", "Verdict", "Category", "Policy", "Model", "Decision", "Preview")
 COL_ID, COL_TIME, COL_STATUS, COL_VERDICT = 0, 1, 2, 3
 COL_DECISION, COL_PREVIEW = 7, 8
@@ -147,11 +151,13 @@ class HistoryModel(QAbstractTableModel):
         history: HistoryService | None,
         parent: QObject | None = None,
         page_size: int = PAGE_SIZE,
+        count_cap: int = COUNT_CAP,
     ) -> None:
         super().__init__(parent)
         self.history = history
         self.mask_preview = False  # content masked (wellness): the preview column hides it
         self.page_size = page_size
+        self.count_cap = count_cap
         self.query = Query()
         self._rows: list[Row] = []
         self._ids: dict[int, int] = {}
@@ -160,6 +166,7 @@ class HistoryModel(QAbstractTableModel):
         self._generation = 0
         self._closed = False  # after close(): no more reads
         self._exact_total: int | None = None
+        self._more_than_cap = False  # the count stopped at count_cap: "10,000+"
         self._tasks = TaskKeeper()
         self.ready = False  # the first page of the current query has arrived
 
@@ -264,6 +271,7 @@ class HistoryModel(QAbstractTableModel):
         self._ids.clear()
         self._exhausted = self.history is None
         self._exact_total = None
+        self._more_than_cap = False
         self.ready = self.history is None
         self.endResetModel()
         if self.history is None:
@@ -287,7 +295,7 @@ class HistoryModel(QAbstractTableModel):
             del self._rows[row]
             self.endRemoveRows()
         self._ids = {r.summary.id: i for i, r in enumerate(self._rows)}
-        if self._exact_total is not None:
+        if self._exact_total is not None and not self._more_than_cap:
             self._exact_total = max(0, self._exact_total - len(ids))
         self._emit_total()
 
@@ -362,15 +370,18 @@ class HistoryModel(QAbstractTableModel):
         self.failed.emit(message)
 
     async def _count(self, generation: int, query: Query) -> None:
-        """The exact total, read after the first page so it never delays the rows."""
+        """The total, read after the first page so it never delays the rows: exact without
+        filters (one row kept by triggers), else counted up to `count_cap` and no further."""
         assert self.history is not None
+        cap = None if query.filters is None else self.count_cap + 1
         try:
-            total = await asyncio.to_thread(self.history.count, query.filters)
+            total = await asyncio.to_thread(self.history.count, query.filters, cap=cap)
         except (HistoryError, ValueError) as exc:
             log.warning("history count failed: %s", exc)
             return
         if generation == self._generation:
-            self._exact_total = total
+            self._more_than_cap = cap is not None and total >= cap
+            self._exact_total = min(total, self.count_cap) if self._more_than_cap else total
             self._emit_total()
 
     def _emit_total(self) -> None:
@@ -379,6 +390,9 @@ class HistoryModel(QAbstractTableModel):
             total = len(self._rows)
         elif self._exact_total is not None:
             total = self._exact_total
+            if self._more_than_cap:
+                self.total_changed.emit(f"{total:,}+ {plural(noun)}")
+                return
         else:
             self.total_changed.emit(f"{len(self._rows):,}+ {plural(noun)}")
             return
