@@ -1,156 +1,413 @@
-"""How long can a streaming review stall the Qt event loop?
+"""How long does a streaming review stall the Qt event loop, as a moderator gets it?
 
-Runs the app's main window (review view) against a FakeOllama that streams 4,000 reasoning
-tokens at 1,000 tokens/s and measures the longest gap between ticks of a 5 ms QTimer while
-the answer streams: once with the window visible (layout + painting), once hidden. Prints
-both, an idle baseline measured in the same run, and the ratios. Target: under 50 ms.
+Each repeat is a fresh app process built the way `app._run_gui` builds it (theme, a Session
+from the settings with its history on, in a temporary data folder, the History, Server,
+Queues and Workbench integrations, the main-thread garbage collector), with the window
+shown. It classifies twice (the first review after start-up pays the verdict widgets' first
+show; the second is any later review) while the fake Ollama, in its own process (`python -m
+tests.fake_ollama serve`, as real Ollama is a separate process: no shared GIL), streams
+4,000 reasoning tokens at 1,000 tokens/s as one long paragraph, like the model writes it.
+A 5 ms precise QTimer ticks meanwhile; the longest gap between ticks, from Classify until
+half a second after the verdict is shown, is the longest stall the moderator can feel.
 
-    python bench/bench_ui_stall.py            # offscreen unless a display is set
+Baseline, same process and same run: the longest gap of the same timer over 2 s of the
+idle window (what the machine's load alone costs). Printed per repeat and as min / median /
+max over 3 repeats, with the ratio stall / 16 ms (target < 1: one frame at 60 Hz).
+
+    python3 bench/bench_ui_stall.py [--repeats 3] [--tokens 4000] [--rate 1000]
+    python3 bench/bench_ui_stall.py --why       # where the GUI thread is during stalls
+    python3 bench/bench_ui_stall.py --profile   # and a cProfile of the reviews
+
+Offscreen unless a display is set (QT_QPA_PLATFORM=offscreen: layout and painting into a
+backing store still happen, nothing reaches a screen).
 """
 
 from __future__ import annotations
 
-import asyncio
+import argparse
+import contextlib
+import itertools
+import json
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.pop("OLLAMA_HOST", None)
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from safeguard_desktop import paths  # noqa: E402
-from safeguard_desktop.engine.endpoint import Endpoint  # noqa: E402
-from safeguard_desktop.qt import QApplication, QTimer, qasync  # noqa: E402
-from safeguard_desktop.services.session import Session  # noqa: E402
-from safeguard_desktop.settings import Settings  # noqa: E402
-from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks  # noqa: E402
-from safeguard_desktop.ui.main_window import MainWindow  # noqa: E402
-from safeguard_desktop.ui.theme import apply_theme  # noqa: E402
-from tests.fake_ollama import FakeOllama, Scenario, tokenize  # noqa: E402
-
-TOKENS = 4000
-RATE = 1000.0
+TARGET_MS = 16.0
 TICK_MS = 5
-SENTENCES = (
-    'The content says "buy now" and links to a shop the reader never asked about.',
-    "Rule SC2.a covers ads unrelated to the conversation they appear in.",
-    "The sender has no relationship with the recipient, so it is unsolicited.",
-    "Nothing suggests a scam that asks for money or credentials, so SC4 does not apply.",
-)
+TAIL_S = 0.5  # after the verdict: the History view's refresh and anything deferred
+CONTENT = "Buy now! Limited offer at example.shop, reply with your card number to claim it."
+READY_SECONDS = 30.0  # bounds on a hang, not timing claims
+CHILD_SECONDS = 300.0
 
 
-def reasoning_text(tokens: int) -> str:
-    parts: list[str] = []
-    i = 0
-    while len(tokenize(" ".join(parts))) < tokens:
-        parts.append(SENTENCES[i % len(SENTENCES)])
-        if i % 7 == 6:
-            parts.append("\n\n")
-        i += 1
-    return "".join(tokenize(" ".join(parts))[:tokens])
+# --- the fake Ollama, as its own process -----------------------------------------------------
 
 
-class TickRecorder:
-    """Timestamps of a 5 ms QTimer; the longest gap is the longest loop stall."""
-
-    def __init__(self) -> None:
-        self.ticks: list[float] = []
-        self.timer = QTimer()
-        self.timer.setInterval(TICK_MS)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
-
-    def start(self) -> None:
-        self.ticks.clear()
-        self.timer.start()
-
-    def stop(self) -> list[float]:
-        self.timer.stop()
-        return [b - a for a, b in zip(self.ticks, self.ticks[1:], strict=False)]
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-async def one_run(
-    window: MainWindow, fake: FakeOllama, text: str, visible: bool
-) -> dict[str, float]:
-    review = window.review
-    if visible:
-        window.show()
+def _answers(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/api/version", timeout=1) as response:
+            return bool(json.loads(response.read()).get("version"))
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+@contextlib.contextmanager
+def fake_server(tokens: int, rate: float, log: Path) -> Iterator[str]:
+    """`python -m tests.fake_ollama serve` on a free port; yields its URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "FAKE_OLLAMA_"))}
+    env.update(FAKE_OLLAMA_TOKEN_RATE=repr(rate), FAKE_OLLAMA_REASONING_TOKENS=str(tokens))
+    for _ in range(3):
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        env["OLLAMA_HOST"] = f"127.0.0.1:{port}"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.fake_ollama", "serve"],
+                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err,
+            )  # fmt: skip
+        deadline = time.monotonic() + READY_SECONDS
+        while proc.poll() is None and time.monotonic() < deadline and not _answers(url):
+            time.sleep(0.05)
+        if proc.poll() is None and _answers(url):
+            break
+        _stop(proc)
+        if "address already in use" not in log.read_text(errors="replace"):
+            raise RuntimeError(f"fake Ollama did not start:\n{log.read_text(errors='replace')}")
     else:
-        window.hide()
-    await asyncio.sleep(0.3)
-    fake.script(Scenario(thinking=text, content='{"violation": 1, "rule_ids": ["SC2.a"]}'))
-    review.editor.set_text("Buy now! Limited offer at example.shop")
-    recorder = TickRecorder()
-    recorder.start()
-    started = time.perf_counter()
-    review.classify()
-    while review.running:
-        await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    gaps = recorder.stop()
-    shown = len(review.reasoning.toPlainText())
-    assert review.verdict.state == "violation", review.verdict.problem.text()
-    return {
-        "max_ms": max(gaps) * 1000,
-        "p99_ms": statistics.quantiles(gaps, n=100)[98] * 1000,
-        "ticks": len(gaps),
-        "seconds": elapsed,
-        "chars": shown,
-    }
+        raise RuntimeError("fake Ollama: no free port after 3 tries")
+    try:
+        yield url
+    finally:
+        _stop(proc)
 
 
-async def idle_run() -> float:
-    recorder = TickRecorder()
-    recorder.start()
-    await asyncio.sleep(2.0)
-    return max(recorder.stop()) * 1000
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
-async def main(fake: FakeOllama) -> None:
-    install_asyncgen_hooks(asyncio.get_running_loop())
-    settings = Settings()
-    ctx = Session.create(settings, Endpoint(url=fake.url, timeout=60))
-    window = MainWindow(ctx, monitor_interval_ms=5000)
-    window.resize(1360, 860)
-    window.start()
-    text = reasoning_text(TOKENS)
-    idle = await idle_run()
-    visible = await one_run(window, fake, text, visible=True)
-    hidden = await one_run(window, fake, text, visible=False)
-    fake.stop()  # before the client closes its idle connections
-    await window.shutdown()
-    window.deleteLater()
-    platform = QApplication.platformName()
-    print(
-        f"UI stall while streaming {TOKENS} tokens at {RATE:.0f} tokens/s "
-        f"(platform {platform}, {TICK_MS} ms timer)"
+# --- one repeat: a fresh app process ---------------------------------------------------------
+
+
+class StallSampler:
+    """Where the GUI thread is while the tick timer is late: a thread samples its stack
+    every millisecond once the last tick is `late_ms` old (`--why`). "Qt" frames mean the
+    thread was inside Qt's own event processing (layout, painting) with no Python running."""
+
+    def __init__(self, ticks: list[float], late_ms: float = 10.0) -> None:
+        import threading
+
+        self.ticks = ticks
+        self.late = late_ms / 1000
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.main = threading.main_thread().ident
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="stall-sampler", daemon=True)
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self.stop.wait(0.001):
+            last = self.ticks[-1] if self.ticks else None
+            if last is None or time.perf_counter() - last < self.late:
+                continue
+            frame = sys._current_frames().get(self.main or 0)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)[-8:]
+            key = tuple(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def report(self, top: int = 12) -> str:
+        rows = sorted(self.counts.items(), key=lambda kv: -kv[1])[:top]
+        return "\n".join(f"{n:5d} samples\n    " + "\n    ".join(k) for k, n in rows)
+
+
+# Start-up as app._run_gui does it: gc.freeze() once the views are built (start-up objects
+# live as long as the app: passes skip them); the main-thread collector every
+# app.GC_INTERVAL_MS (100 ms; it was 500: smaller passes); and, once the window shows,
+# app.warm_up (the client library, imported lazily, pydantic models, imported in a thread and
+# frozen too), so the first review neither waits for it nor has its garbage collected
+# mid-stream. `--gc-interval 500 --no-warm` is app.py before issue 12.
+from safeguard_desktop.app import GC_INTERVAL_MS  # noqa: E402
+
+
+def child(url: str, data: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """Start the app as app._run_gui does, idle 2 s, classify twice; the gaps, as JSON."""
+    profile, why = bool(opts.get("profile")), bool(opts.get("why"))
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.null.Keyring"  # no real keychain
+    import asyncio
+    import cProfile
+    import gc
+    import pstats
+
+    from safeguard_desktop import egress, paths
+
+    paths.set_data_dir(data)
+    from safeguard_desktop import app as gui
+    from safeguard_desktop.qt import QApplication, Qt, QTimer, qasync
+    from safeguard_desktop.services.session import Session
+    from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
+    from safeguard_desktop.ui.main_window import MainWindow
+    from safeguard_desktop.ui.theme import apply_theme
+
+    out: dict[str, Any] = {}
+    with egress.guarded(), paths.private_files():
+        app = QApplication(sys.argv[:1])
+        app.setQuitOnLastWindowClosed(False)
+        apply_theme(app)
+        window = MainWindow()
+        ctx, kept = gui.build_workspace(window, session=Session.open(host=url))
+        assert ctx.history is not None, ctx.warnings
+        if not opts.get("no_freeze"):
+            gc.freeze()
+        collector = MainThreadGC(interval_ms=int(opts["gc_interval"]), parent=app)
+        collector.start()
+        window.resize(1360, 860)
+
+        ticks: list[float] = []
+        cpu: list[tuple[float, float]] = []  # CPU time of the GUI thread, of the process
+
+        def tick() -> None:
+            ticks.append(time.perf_counter())
+            cpu.append((time.thread_time(), time.process_time()))
+
+        timer = QTimer(app)
+        timer.setTimerType(Qt.TimerType.PreciseTimer)
+        timer.setInterval(TICK_MS)
+        timer.timeout.connect(tick)
+        profiler = cProfile.Profile() if profile else None
+        sampler = StallSampler(ticks) if why else None
+
+        def gaps() -> list[float]:
+            return [(b - a) * 1000 for a, b in itertools.pairwise(ticks)]
+
+        def busy(which: int = 0) -> list[float]:
+            return [(b[which] - a[which]) * 1000 for a, b in itertools.pairwise(cpu)]
+
+        def restart() -> None:
+            ticks.clear()
+            cpu.clear()
+            timer.start()
+
+        async def classify_once() -> dict[str, Any]:
+            review = window.review
+            review.editor.set_text(CONTENT)
+            finished = asyncio.get_running_loop().create_future()
+
+            def done(_result: object) -> None:
+                if not finished.done():
+                    finished.set_result(time.perf_counter())
+
+            review.review_finished.connect(done)
+            restart()
+            if profiler is not None:
+                profiler.enable()
+            started = time.perf_counter()
+            review.classify()
+            ended = await finished
+            await asyncio.sleep(TAIL_S)
+            if profiler is not None:
+                profiler.disable()
+            timer.stop()
+            review.review_finished.disconnect(done)
+            g, b = gaps(), busy()
+            worst = max(range(len(g)), key=g.__getitem__)
+            return {
+                "max_ms": g[worst],
+                "gui_cpu_in_max_ms": b[worst],
+                "process_cpu_in_max_ms": busy(1)[worst],
+                "max_gui_cpu_ms": max(b),
+                # What remains of each gap when the process never waits for a CPU: the CPU
+                # it used within the gap (all threads: waiting for the GIL counts).
+                "max_own_ms": max(min(x, y) for x, y in zip(g, busy(1), strict=True)),
+                "p99_ms": statistics.quantiles(g, n=100)[98],
+                "over_16": sum(x >= TARGET_MS for x in g),
+                "worst_at_s": ticks[worst] - started,
+                "stream_s": ended - started,
+                "state": review.verdict.state,
+                "chars": len(review.reasoning.toPlainText()),
+                "paragraphs": review.reasoning.document().blockCount(),
+            }
+
+        async def main() -> None:
+            install_asyncgen_hooks(asyncio.get_running_loop())
+            window.show()
+            window.start()
+            if not opts.get("no_warm"):  # as app._run_gui: the review client, before any review
+                await gui.warm_up(ctx)
+            await asyncio.sleep(1.5)  # the first health check and History page settle
+            restart()
+            await asyncio.sleep(2.0)
+            timer.stop()
+            out["idle_ms"] = max(gaps())
+            out["idle_cpu_ms"] = max(busy())
+            if sampler is not None:
+                sampler.thread.start()
+            out["first"] = await classify_once()
+            out["second"] = await classify_once()
+            if sampler is not None:
+                sampler.stop.set()
+                sampler.thread.join()
+            await window.shutdown()
+            await ctx.aclose()
+
+        qasync.run(main())
+        collector.stop()
+        kept.clear()  # the integrations lived as long as the window
+    if sampler is not None:
+        print("GUI thread while the timer was 10 ms late or more:", file=sys.stderr)
+        print(sampler.report(), file=sys.stderr)
+    if profiler is not None:
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(25)
+    return out
+
+
+def run_child(url: str, root: Path, index: int, opts: dict[str, Any]) -> dict[str, Any]:
+    data = root / f"data-{index}"
+    data.mkdir()
+    args = [sys.executable, __file__, "--child", url, "--data", str(data)]
+    args += ["--options", json.dumps(opts)]
+    profile = bool(opts.get("profile") or opts.get("why"))
+    done = subprocess.run(
+        args, cwd=REPO, capture_output=True, text=True, timeout=CHILD_SECONDS, check=False
     )
-    print(f"  idle baseline      longest gap {idle:7.1f} ms")
-    for name, r in (("window visible", visible), ("window hidden", hidden)):
+    if profile:
+        sys.stderr.write(done.stderr)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"repeat {index} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def load() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=4000)
+    ap.add_argument("--rate", type=float, default=1000.0, help="tokens/s")
+    ap.add_argument("--profile", action="store_true", help="cProfile the reviews (slower)")
+    ap.add_argument("--why", action="store_true", help="sample the GUI thread's stack in stalls")
+    ap.add_argument(
+        "--gc-interval",
+        type=int,
+        default=GC_INTERVAL_MS,
+        metavar="MS",
+        help=f"main-thread collector interval (default {GC_INTERVAL_MS})",
+    )
+    ap.add_argument("--no-freeze", action="store_true", help="no gc.freeze() after start-up")
+    ap.add_argument(
+        "--no-warm", action="store_true", help="no import of the client ahead of a review"
+    )
+    ap.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.data, json.loads(args.options))))
+        return
+
+    opts = {
+        "profile": args.profile, "why": args.why, "gc_interval": args.gc_interval,
+        "no_freeze": args.no_freeze, "no_warm": args.no_warm,
+    }  # fmt: skip
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ui-stall-") as tmp:
+        root = Path(tmp)
+        with fake_server(args.tokens, args.rate, root / "fake-ollama.log") as url:
+            load_before = load()
+            for i in range(args.repeats):
+                runs.append(run_child(url, root, i + 1, opts))
+    print(
+        f"UI stall while {args.tokens} reasoning tokens stream at {args.rate:.0f} tokens/s "
+        f"(one paragraph; fake Ollama in its own process; history on; window shown; "
+        f"{TICK_MS} ms precise timer; {args.repeats} fresh app processes)"
+    )
+    frozen = "nothing frozen" if args.no_freeze else "gc.freeze() after start-up"
+    warm = "" if args.no_warm else ", client imported ahead"
+    print(f"  garbage collector: main-thread passes every {args.gc_interval} ms, {frozen}{warm}")
+    print(f"  machine load before: {load_before}; after: {load()}")
+    for i, r in enumerate(runs, 1):
+        for name in ("first", "second"):
+            x = r[name]
+            print(
+                f"  repeat {i} {name:<6} review: longest gap {x['max_ms']:5.1f} ms "
+                f"(GUI thread ran {x['gui_cpu_in_max_ms']:4.1f} ms of it, the process "
+                f"{x['process_cpu_in_max_ms']:4.1f}) at {x['worst_at_s']:4.2f} s of "
+                f"{x['stream_s']:.2f} s; p99 {x['p99_ms']:4.1f} ms; gaps >= {TARGET_MS:.0f} ms: "
+                f"{x['over_16']}; busiest slice {x['max_gui_cpu_ms']:4.1f} ms of GUI-thread CPU; "
+                f"{x['chars']} chars in {x['paragraphs']} paragraph(s), {x['state']}"
+            )
+        print(f"  repeat {i} idle baseline: longest gap {r['idle_ms']:5.1f} ms")
+    worst = [max(r["first"]["max_ms"], r["second"]["max_ms"]) for r in runs]
+    busiest = [max(r["first"]["max_gui_cpu_ms"], r["second"]["max_gui_cpu_ms"]) for r in runs]
+    own = [max(r["first"]["max_own_ms"], r["second"]["max_own_ms"]) for r in runs]
+    idle = [r["idle_ms"] for r in runs]
+    print("  min / median / max over the repeats:")
+    print(f"    idle window, longest gap (baseline)        {spread(idle)} ms")
+    print(f"    streaming, longest gap (either review)     {spread(worst)} ms")
+    print(f"    streaming, busiest slice (GUI-thread CPU)  {spread(busiest)} ms")
+    print(f"    streaming, longest gap of its own making   {spread(own)} ms   (CPU used in it)")
+    ratios = [w / b for w, b in zip(worst, idle, strict=True)]
+    print(f"    ratio streaming / idle longest gap         {spread(ratios, '{:.2f}')}")
+    ratios = [w / TARGET_MS for w in worst]
+    verdict = "met" if max(ratios) < 1 else "NOT met"
+    print(
+        f"  ratio longest stall / {TARGET_MS:.0f} ms: {spread(ratios, '{:.2f}')}   "
+        f"(target < 1.00: one frame at 60 Hz) -> {verdict}"
+    )
+    own_ratios = [w / TARGET_MS for w in own]
+    print(
+        f"  ratio longest stall of its own making / {TARGET_MS:.0f} ms: "
+        f"{spread(own_ratios, '{:.2f}')}   (the same, less the time spent waiting for a CPU)"
+    )
+    if max(idle) > 2 * TICK_MS:
         print(
-            f"  {name:<18} longest gap {r['max_ms']:7.1f} ms   p99 {r['p99_ms']:5.1f} ms   "
-            f"{r['ticks']} ticks in {r['seconds']:.2f} s, {r['chars']} chars shown"
+            f"  note: the idle window's timer was up to {max(idle):.1f} ms late: the machine is "
+            f"busy, and the longest gaps include waiting for a CPU"
         )
-    print(
-        f"  ratio visible/hidden: {visible['max_ms'] / hidden['max_ms']:.2f}   "
-        f"visible/idle: {visible['max_ms'] / idle:.2f}"
-    )
-    verdict = "OK" if visible["max_ms"] < 50 else "ABOVE TARGET"
-    print(f"  target: longest stall under 50 ms with the window visible -> {verdict}")
 
 
 if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as tmp:
-        paths.set_data_dir(tmp)
-        app = QApplication(sys.argv[:1])
-        apply_theme(app, follow=False)
-        collector = MainThreadGC(parent=app)
-        collector.start()
-        with FakeOllama(token_rate=RATE) as server:
-            qasync.run(main(server))
-        collector.stop()
+    main()

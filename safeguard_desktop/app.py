@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from safeguard_desktop.ui.main_window import MainWindow
 
 log = logging.getLogger("safeguard.app")
+# The main-thread collector's period: each pass is small (a 500 ms period let one pass take
+# 7-25 ms, a dropped frame while a review streams; bench/bench_ui_stall.py).
+GC_INTERVAL_MS = 100
 FIRST_FRAME_MS = 500  # at most this long for the window's first frame before building on
 # Python's own import statement, as it is before PySide6 replaces it (see `plain_imports`).
 PYTHON_IMPORT = builtins.__import__
@@ -73,7 +76,7 @@ def _run_gui(args: argparse.Namespace) -> int:
     ctx, kept = build_workspace(window, host=getattr(args, "host", None))
     # What start-up made lives as long as the window: the collector need not walk it again.
     gc.freeze()
-    collector = MainThreadGC(parent=app)
+    collector = MainThreadGC(interval_ms=GC_INTERVAL_MS, parent=app)
     collector.start()
 
     async def main() -> None:
@@ -88,6 +91,7 @@ def _run_gui(args: argparse.Namespace) -> int:
         window.closed.connect(finished)
         _route_sigint(window)
         window.start()
+        await warm_up(ctx)
         await done
 
     try:
@@ -99,6 +103,19 @@ def _run_gui(args: argparse.Namespace) -> int:
         if ctx.history is not None:
             ctx.history.close()
     return 0
+
+
+async def warm_up(ctx: Session) -> None:
+    """What the first review needs, loaded while the moderator reads the window (services'
+    `Session.warm_up`), then frozen with the rest of start-up: the collector never walks it
+    while an answer streams. A failure here only means the first review loads it itself."""
+    try:
+        loaded = await ctx.warm_up()
+    except Exception:  # an import that fails here fails again, reported, at the first review
+        log.warning("loading the review client ahead of time failed", exc_info=True)
+        return
+    if loaded:
+        gc.freeze()
 
 
 def build_workspace(

@@ -98,6 +98,42 @@ def test_the_client_library_is_imported_by_the_first_review_only(tmp_path: Path)
     assert done.stdout.strip() == "(True, False, True, 'done')"
 
 
+@pytest.mark.parametrize(
+    ("host", "loaded"), [("http://127.0.0.1:9", True), ("http://127.0.0.1:9/v1", False)]
+)
+def test_the_window_loads_the_review_client_ahead_for_an_ollama_host_only(
+    tmp_path: Path, host: str, loaded: bool
+) -> None:
+    # app.warm_up runs this once the window shows: the first Classify then neither waits for
+    # the library nor has its garbage collected while the answer streams (issue 12).
+    probe = (
+        "import asyncio, sys\n"
+        "from safeguard_desktop.services.session import Session\n"
+        "from safeguard_desktop.settings import Settings\n"
+        f"s = Session.open(Settings(), host={host!r}, with_history=False, env={{}})\n"
+        "before = 'ollama' in sys.modules\n"
+        "said = asyncio.run(s.warm_up())\n"
+        "print(before, said, 'ollama' in sys.modules)\n"
+    )
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "SAFEGUARD_DATA_DIR": str(tmp_path / "data"),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    env.pop("OLLAMA_HOST", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", str(loaded), str(loaded)]
+
+
 class GatedKeyring(MemoryKeyring):
     """Answers a read once `gate` is set (bounded: `answered` says whether it was)."""
 

@@ -142,6 +142,16 @@ async def import_ollama_async() -> Any:
     return await asyncio.to_thread(import_ollama)
 
 
+async def preload_ollama() -> bool:
+    """Import the `ollama` module ahead of its first use, in a thread; True when it is
+    imported. Nothing when that would stop the event loop (OLLAMA_HOST set: see
+    `import_ollama_async`): the first review imports it then, as without this."""
+    if _ollama is None and "OLLAMA_HOST" in os.environ:
+        return False
+    await import_ollama_async()
+    return True
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

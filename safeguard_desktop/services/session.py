@@ -21,7 +21,7 @@ from safeguard_desktop import paths, secrets
 from safeguard_desktop.core.policy import Policy, builtin_policies, find_policies_with_errors
 from safeguard_desktop.engine import models
 from safeguard_desktop.engine.backend import make_client
-from safeguard_desktop.engine.client import OllamaClient
+from safeguard_desktop.engine.client import OllamaClient, preload_ollama
 from safeguard_desktop.engine.endpoint import (
     DEFAULT_HOST,
     Endpoint,
@@ -223,6 +223,15 @@ class Session:
         session = cls.create(settings, endpoint, history, host=host)
         session.warnings.extend(warnings)
         return session
+
+    async def warm_up(self) -> bool:
+        """Load what the first review needs and start-up did not: the Ollama client library
+        (pydantic models, 0.2-0.4 s of imports), in a thread, so the first Classify neither
+        waits for it nor has its garbage collected while the answer streams. True when
+        something was loaded (nothing for an OpenAI-compatible host: its client is loaded)."""
+        if self.kind == "openai":
+            return False
+        return await preload_ollama()
 
     async def aclose(self) -> None:
         """Close the client (on the loop that used it) and the history."""

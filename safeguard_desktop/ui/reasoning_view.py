@@ -1,20 +1,28 @@
 """The reasoning pane (streams live, then highlights) and the rendered-content pane.
 
 Streaming appends batched deltas at the end with a QTextCursor: no re-render per token.
-When the stream ends, `core.highlight` spans are applied as character formats: rule ids
-underlined with the rule's text as tooltip, content quotes in the same colour in both
-panes, decision phrases bold in red or green.
+Qt lays a paragraph out again whole on every insert into it (5 ms at 17,000 characters), and
+the model writes long paragraphs, so while streaming a long paragraph is cut, invisibly, at
+the start of its last wrapped line: the lines above keep exactly their place, and each
+insert lays out one short piece. The cuts are joined again when the stream ends and
+whenever the width changes. When the stream ends, `core.highlight` spans are applied as
+character formats in the same document edit: rule ids underlined with the rule's text as
+tooltip, content quotes in the same colour in both panes, decision phrases bold in red or
+green.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from safeguard_desktop.core.highlight import Span
 from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.qt import (
     QBrush,
     QColor,
+    QEvent,
     QFont,
     QTextCharFormat,
     QTextCursor,
@@ -28,6 +36,9 @@ from safeguard_desktop.ui.wellness import RevealState
 QUOTE_HIDDEN_TIP = "Quote hidden — click or hold Alt+R to reveal"
 _OPEN_QUOTES = ('"', "“")
 _CLOSE_QUOTES = ('"', "”")
+# A streamed paragraph longer than this (characters) is laid out in pieces, one per cut at
+# the start of its last wrapped line; each insert then lays out at most about this much.
+PIECE_CHARS = 1500
 
 
 def quote_format(group: int) -> QTextCharFormat:
@@ -75,6 +86,8 @@ class ReasoningView(SpanTextView):
         self._streaming = False
         self._policy: Policy | None = None
         self._end = QTextCursor(self.document())
+        self._cuts: list[int] = []  # document positions of the block breaks added (ascending)
+        self._cut_width = 0  # the viewport width the cuts were made at
         reveal.changed.connect(lambda _revealed: self.refresh_formats())
 
     def set_mask_quotes(self, on: bool) -> None:
@@ -91,6 +104,7 @@ class ReasoningView(SpanTextView):
         self._buffer.discard()
         self._parts.clear()
         self._in_quote = False
+        self._cuts.clear()
         self.set_text("")
         self._end = QTextCursor(self.document())
         self._streaming = True
@@ -110,10 +124,94 @@ class ReasoningView(SpanTextView):
         if self.masking:
             for segment, hidden in self._segments(text):
                 self._end.insertText(segment, mask_format() if hidden else QTextCharFormat())
+                self._formatted = self._formatted or hidden
         else:
             self._end.insertText(text, QTextCharFormat())
+        if self._streaming:
+            self._cut_long_paragraph()
         if follow:
             bar.setValue(bar.maximum())
+
+    def _cut_long_paragraph(self) -> None:
+        """Cut the last paragraph at the start of its last wrapped line once it is long.
+
+        Qt wraps greedily, so the text before that line wraps the same whether or not more
+        follows, and the piece after the cut starts a line where one started anyway: the
+        cut does not show. Made at one width; `_check_width` joins them when it changes.
+        """
+        self._check_width()
+        block = self.document().lastBlock()
+        if block.length() < PIECE_CHARS:
+            return
+        layout = block.layout()
+        lines = layout.lineCount() if layout is not None else 0
+        start = layout.lineAt(lines - 1).textStart() if lines > 1 else 0
+        if start <= 0:
+            return
+        at = block.position() + start
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(at)
+        fmt = cursor.blockFormat()
+        fmt.setLayoutDirection(block.textDirection())  # a piece keeps its paragraph's direction
+        cursor.insertBlock(fmt)
+        self._cuts.append(at)
+        self._cut_width = self.viewport().width()
+
+    def _join_cuts(self) -> None:
+        """Remove the block breaks `_cut_long_paragraph` added: the text is exact again."""
+        if not self._cuts:
+            return
+        with self._same_view():
+            cursor = QTextCursor(self.document())
+            cursor.beginEditBlock()
+            self._remove_cuts(cursor)
+            cursor.endEditBlock()
+
+    @contextmanager
+    def _same_view(self) -> Iterator[None]:
+        """Keep the line the moderator reads at the top (the view follows blocks, and the
+        join removes some), or the end in view when it was."""
+        bar = self.verticalScrollBar()
+        at_end = bar.value() >= bar.maximum() - 2
+        block = self.document().findBlockByLineNumber(bar.value())  # the view's top line
+        layout = block.layout()
+        top = block.position()
+        if layout is not None and layout.lineCount():
+            index = min(bar.value() - block.firstLineNumber(), layout.lineCount() - 1)
+            top += layout.lineAt(max(0, index)).textStart()
+        top -= bisect.bisect_left(self._cuts, top)  # the cuts before it go
+        yield
+        if at_end:
+            bar.setValue(bar.maximum())
+            return
+        block = self.document().findBlock(top)
+        layout = block.layout()
+        line = 0
+        if layout is not None and layout.lineCount():
+            line = max(0, layout.lineForTextPosition(top - block.position()).lineNumber())
+        bar.setValue(block.firstLineNumber() + line)
+
+    def _remove_cuts(self, cursor: QTextCursor) -> None:
+        for at in reversed(self._cuts):  # later positions first: earlier ones stay valid
+            cursor.setPosition(at)
+            cursor.deleteChar()
+        self._cuts.clear()
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        handled = super().viewportEvent(event)
+        if event.type() == QEvent.Type.Resize:
+            self._check_width()
+        return handled
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.FontChange:
+            self._join_cuts()  # another font wraps elsewhere
+
+    def _check_width(self) -> None:
+        """Lines wrap elsewhere at another width: the cuts would show, so join them."""
+        if self._cuts and self.viewport().width() != self._cut_width:
+            self._join_cuts()
 
     def _segments(self, text: str) -> list[tuple[str, bool]]:
         """Split at quote marks so text between them is inserted hidden while streaming."""
@@ -133,15 +231,39 @@ class ReasoningView(SpanTextView):
 
     def finish(self, reasoning: str | None = None) -> str:
         """End the stream; `reasoning` (the full text) replaces what was streamed if it differs."""
+        full = self._end_stream(reasoning)
+        self.refresh_formats()
+        return full
+
+    def finish_with_highlights(
+        self, reasoning: str | None, spans: Sequence[Span], policy: Policy | None
+    ) -> str:
+        """`finish` then `apply_highlights` in one document edit: a long paragraph is laid
+        out once, not once for the join, once for the format reset and once for the spans."""
+        full = self._end_stream(reasoning, join=False)
+        self._policy = policy
+        self._use_spans(spans, self._format, self._tooltip)
+        with self._same_view():
+            cursor = QTextCursor(self.document())
+            cursor.beginEditBlock()
+            self._remove_cuts(cursor)
+            self._apply_formats(cursor)
+            cursor.endEditBlock()
+        return full
+
+    def _end_stream(self, reasoning: str | None, *, join: bool = True) -> str:
+        """The last batch in, streaming off; the final text shown (cuts joined if `join`)."""
+        self._streaming = False  # the last batch goes in uncut
         self._buffer.flush()
-        self._streaming = False
         streamed = self.streamed_text()
         full = streamed if reasoning is None else reasoning
         if full != streamed or "\r" in full:
+            self._cuts.clear()
             self.set_text(full)  # "\r" split across deltas would shift positions
         else:
+            if join:
+                self._join_cuts()
             self._adopt(full)
-        self.refresh_formats()
         return full
 
     # --- highlights ------------------------------------------------------------------
@@ -190,10 +312,14 @@ class ReasoningView(SpanTextView):
         # Before highlights exist (streaming), hide everything between quote marks.
         if self._streaming:
             self._buffer.flush()
+            self._join_cuts()  # the positions below count no cuts
             self._adopt(self.streamed_text())
         cursor = QTextCursor(self.document())
+        cursor.beginEditBlock()
         for start, end in quoted_ranges(self._text):
             self._cursor_for(start, end, cursor).setCharFormat(mask_format())
+            self._formatted = True
+        cursor.endEditBlock()
 
     def first_quote(self, group: int) -> Span | None:
         return next((s for s in self._spans if s.kind == "quote" and s.group == group), None)

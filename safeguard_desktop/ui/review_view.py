@@ -45,6 +45,46 @@ from safeguard_desktop.ui.verdict_panel import VerdictPanel
 from safeguard_desktop.ui.wellness import MaskedArea, RevealState
 
 log = logging.getLogger("safeguard.ui.review")
+# The widest progress line the review streams; see _ProgressPin.
+PROGRESS_SAMPLE = "streaming · 999,999 tokens · 9,999.9 s"
+QWIDGETSIZE_MAX = 16_777_215
+
+
+class _ProgressPin:
+    """Holds the progress label at one size while a review streams.
+
+    A label whose size may change asks every layout up to the window for a new geometry on
+    each new text, and the tab widget holding the views then repaints all of them (about
+    4 ms, four times a second). A label of fixed size repaints itself only. It is pinned,
+    left-aligned, at the width of the widest progress line once it shows, and released
+    before the verdict (whose statistics wrap).
+    """
+
+    def __init__(self, panel: VerdictPanel) -> None:
+        self.panel = panel
+        self.pinned = False
+
+    def pin(self) -> None:
+        label = self.panel.stats
+        layout = self.panel.layout()
+        if self.pinned or not label.isVisible() or layout is None:
+            return
+        margins = label.contentsMargins()
+        width = label.fontMetrics().horizontalAdvance(PROGRESS_SAMPLE) + 2 * label.margin()
+        label.setFixedSize(width + margins.left() + margins.right() + 2, label.height())
+        layout.setAlignment(label, Qt.AlignmentFlag.AlignLeft)
+        self.pinned = True
+
+    def release(self) -> None:
+        if not self.pinned:
+            return
+        label = self.panel.stats
+        label.setMinimumSize(0, 0)
+        label.setMaximumSize(QWIDGETSIZE_MAX, QWIDGETSIZE_MAX)
+        layout = self.panel.layout()
+        if layout is not None:
+            layout.setAlignment(label, Qt.AlignmentFlag(0))
+        self.pinned = False
 
 
 class ReviewView(QWidget):
@@ -62,12 +102,14 @@ class ReviewView(QWidget):
         self._started = 0.0
         self._tokens = 0
         self._policy_sha: str | None = None
+        self._showing = False  # the review ended; its result is being put on screen
         self.last_result: ReviewResult | None = None
         settings = ctx.settings
 
         self.editor = ContentEditor(settings, reveal, self)
         self.policy_panel = PolicyPanel(settings, self)
         self.verdict = VerdictPanel(self)
+        self._progress_pin = _ProgressPin(self.verdict)
         self.reasoning = ReasoningView(reveal, self)
         self.reasoning.setObjectName("reasoningView")
         self.reasoning.set_mask_quotes(bool(settings["mask_quotes"]))
@@ -272,7 +314,10 @@ class ReviewView(QWidget):
         self.running_changed.emit(True)
 
     def cancel(self) -> bool:
-        """Cancel the running review; True when one was running."""
+        """Cancel the running review; True when one was running (a review that has ended
+        and is being shown is not cancelled: its verdict is already saved)."""
+        if self._showing:
+            return False
         return self._task.cancel()
 
     async def wait_finished(self) -> None:
@@ -327,9 +372,10 @@ class ReviewView(QWidget):
                 effort=options.effort_for(policy),
             )
         else:
-            self._show_result(result, policy)
+            await self._show_result(result, policy)
         finally:
             self._progress.stop()
+            self._progress_pin.release()
             self._task.finished()
             self.cancel_button.setEnabled(False)
             self.classify_button.setEnabled(True)
@@ -343,13 +389,28 @@ class ReviewView(QWidget):
             self.reasoning.append(text)
 
     def _show_progress(self) -> None:
+        shown = self.verdict.stats.isVisible()  # laid out since the last tick
         self.verdict.set_progress(self._tokens, time.monotonic() - self._started)
+        if shown:
+            self._progress_pin.pin()
 
-    def _show_result(self, result: ReviewResult, policy: Policy) -> None:
-        self.reasoning.finish(result.reasoning)
+    async def _show_result(self, result: ReviewResult, policy: Policy) -> None:
+        """Put the result on screen in three slices, the event loop running (and painting)
+        between them, so no frame waits for all of it; the badge comes last."""
+        self._showing = True
+        self._progress_pin.release()
+        try:
+            marks = result.highlights
+            self.reasoning.finish_with_highlights(result.reasoning, marks.reasoning, policy)
+            await asyncio.sleep(0)
+            self.content_pane.apply_highlights(marks.content)
+            await asyncio.sleep(0)
+            self._show_verdict(result, policy)
+        finally:
+            self._showing = False
+
+    def _show_verdict(self, result: ReviewResult, policy: Policy) -> None:
         marks = result.highlights
-        self.reasoning.apply_highlights(marks.reasoning, policy)
-        self.content_pane.apply_highlights(marks.content)
         if result.error is not None or result.verdict is None:
             self.verdict.set_failed(
                 _failure(result, self.ctx),

@@ -56,6 +56,7 @@ class SpanTextView(QPlainTextEdit):
         self._starts: list[int] = []
         self._format_for: FormatFor = lambda _span: None
         self._tooltip_for: TooltipFor = lambda _span: None
+        self._formatted = False  # some character has a format other than the plain one
         self._press: QPoint | None = None
 
     # --- text ------------------------------------------------------------------------
@@ -65,6 +66,7 @@ class SpanTextView(QPlainTextEdit):
         self._map = PosMap(text)
         self._spans, self._starts = [], []
         self.setPlainText(text)
+        self._formatted = False
 
     def text(self) -> str:
         return self._text
@@ -79,11 +81,17 @@ class SpanTextView(QPlainTextEdit):
     def set_spans(
         self, spans: Sequence[Span], format_for: FormatFor, tooltip_for: TooltipFor | None = None
     ) -> None:
+        self._use_spans(spans, format_for, tooltip_for)
+        self.refresh_formats()
+
+    def _use_spans(
+        self, spans: Sequence[Span], format_for: FormatFor, tooltip_for: TooltipFor | None
+    ) -> None:
+        """Take the spans and how to show them; the caller applies the formats."""
         self._spans = sorted(spans, key=lambda s: s.start)
         self._starts = [s.start for s in self._spans]
         self._format_for = format_for
         self._tooltip_for = tooltip_for or (lambda _span: None)
-        self.refresh_formats()
 
     def tooltip_for(self, span: Span) -> str | None:
         """The plain text shown when hovering `span`."""
@@ -93,18 +101,27 @@ class SpanTextView(QPlainTextEdit):
         return list(self._spans)
 
     def refresh_formats(self) -> None:
-        """Reset every character to the plain format, then format each span."""
+        """Reset every character to the plain format, then format each span (one edit: the
+        paragraphs touched are laid out once)."""
         cursor = QTextCursor(self.document())
         cursor.beginEditBlock()
-        cursor.select(QTextCursor.SelectionType.Document)
-        cursor.setCharFormat(QTextCharFormat())
+        self._apply_formats(cursor)
+        cursor.endEditBlock()
+
+    def _apply_formats(self, cursor: QTextCursor) -> None:
+        """Inside the caller's edit block: the reset only when something is formatted (it
+        touches every paragraph), then each span's format."""
+        if self._formatted:
+            cursor.select(QTextCursor.SelectionType.Document)
+            cursor.setCharFormat(QTextCharFormat())
+            self._formatted = False
         for span in self._spans:
             fmt = self._format_for(span)
             if fmt is None:
                 continue
             self._cursor_for(span.start, span.end, cursor)
             cursor.setCharFormat(fmt)
-        cursor.endEditBlock()
+            self._formatted = True
 
     def _cursor_for(self, start: int, end: int, cursor: QTextCursor | None = None) -> QTextCursor:
         cursor = cursor or QTextCursor(self.document())
