@@ -17,9 +17,39 @@ os.environ.pop("OLLAMA_API_KEY", None)
 # thread happens to allocate (a fake-server thread, asyncio.to_thread, a child watcher), and a
 # cycle holding a QObject collected there crashes Qt. So the suite collects on the main thread
 # only, between tests (the app does the same with ui.async_utils.MainThreadGC).
+import functools
 import gc
 
 import pytest
+
+# A wait in a test is a bound on a hang, never a timing claim: on a busy machine a condition
+# that holds in 50 ms alone can take seconds. Every qtbot wait (pytest-qt's default is 5 s)
+# is given at least HANG_MS; a condition that holds returns at once, as before.
+HANG_MS = 60_000
+
+
+def _patient(wait):
+    @functools.wraps(wait)
+    def patient(*args, timeout=HANG_MS, **kwargs):
+        if timeout is not None and timeout > 0:
+            timeout = max(timeout, HANG_MS)
+        return wait(*args, timeout=timeout, **kwargs)
+
+    return patient
+
+
+def pytest_configure(config):
+    from pytestqt.qtbot import QtBot
+
+    for name in (
+        "waitUntil",
+        "waitSignal",
+        "waitSignals",
+        "waitExposed",
+        "waitActive",
+        "waitCallback",
+    ):
+        setattr(QtBot, name, _patient(getattr(QtBot, name)))
 
 
 @pytest.fixture(autouse=True, scope="session")
