@@ -49,6 +49,16 @@ def _run_gui(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"safeguard-desktop: {problem}", file=sys.stderr)
         return 1
+    import safeguard_desktop.qt  # noqa: F401  (PySide6, which replaces `import`: see below)
+
+    # The whole run imports with Python's own `import`: PySide6's would read and keep the
+    # source of every module imported from here on, the workspace's and those loaded later
+    # (the keyring's, the HTTP stack's on the first request...).
+    with plain_imports():
+        return _open_window(args)
+
+
+def _open_window(args: argparse.Namespace) -> int:
     from safeguard_desktop.qt import QApplication
     from safeguard_desktop.ui.main_window import MainWindow
     from safeguard_desktop.ui.theme import app_icon, apply_theme
@@ -67,11 +77,10 @@ def _run_gui(args: argparse.Namespace) -> int:
     if not first_frame(window):
         return 0  # closed before it was built
 
-    with plain_imports():
-        import asyncio
+    import asyncio
 
-        from safeguard_desktop.qt import qasync
-        from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
+    from safeguard_desktop.qt import qasync
+    from safeguard_desktop.ui.async_utils import MainThreadGC, install_asyncgen_hooks
 
     ctx, kept = build_workspace(window, host=getattr(args, "host", None))
     # What start-up made lives as long as the window: the collector need not walk it again.

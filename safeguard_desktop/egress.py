@@ -35,8 +35,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["EgressRefused", "allow", "allowed", "follow", "guarded", "is_armed"]
 
@@ -63,19 +62,20 @@ class EgressRefused(ConnectionRefusedError):
         return str(self.args[0])
 
 
-@dataclass(frozen=True)
-class _Host:
+# Plain classes, not dataclasses: the GUI imports this module before its window shows, and
+# `dataclasses` would be imported (and its code generated) for these two alone.
+class _Host(NamedTuple):
     url: str
     name: str  # lower case, no brackets, no trailing dot
     port: int
 
 
-@dataclass
 class _State:
-    armed: bool = False
-    hosts: tuple[_Host, ...] = ()
-    sources: tuple[Callable[[], str], ...] = ()
-    resolved: dict[str, frozenset[str]] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.armed = False
+        self.hosts: tuple[_Host, ...] = ()
+        self.sources: tuple[Callable[[], str], ...] = ()
+        self.resolved: dict[str, frozenset[str]] = {}
 
 
 _state = _State()

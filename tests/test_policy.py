@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -421,6 +422,34 @@ def test_builtin_policies_present_and_sorted() -> None:
     assert ids == sorted(ids)
     assert set(ids) >= BUILTIN_IDS
     assert all(p.builtin for p in policies)
+
+
+def test_a_builtin_named_by_id_is_read_from_its_own_file_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`resolve_policy` parses only `<id>.md` before the built-ins are all parsed, and
+    gives what the whole list would (their ids are unique, each file named by its id)."""
+    from safeguard_desktop.core import policy as module
+
+    policies = builtin_policies()
+    assert len({p.id for p in policies}) == len(policies)
+    assert all(p.source is not None and p.source.name == f"{p.id}.md" for p in policies)
+    monkeypatch.setattr(
+        module, "_builtin_cache", functools.cache(module._builtin_cache.__wrapped__)
+    )
+    parsed: list[str] = []
+    real = module.parse_policy
+
+    def counted(data: bytes, **kwargs: object) -> object:
+        policy = real(data, **kwargs)  # type: ignore[arg-type]
+        parsed.append(policy.id)
+        return policy
+
+    monkeypatch.setattr(module, "parse_policy", counted)
+    for expected in policies:
+        parsed.clear()
+        assert resolve_policy(expected.id) == expected
+        assert parsed == [expected.id]
 
 
 @pytest.mark.parametrize("policy_id", sorted(BUILTIN_IDS))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import logging.handlers
 import os
@@ -115,6 +114,8 @@ def warn(message: str) -> None:
 
 
 def print_json(data: Any) -> None:
+    import json  # here: the desktop app reaches this module before its window shows
+
     # ASCII escapes keep every control character (C0 and C1) out of the raw output.
     json.dump(data, sys.stdout, ensure_ascii=True, indent=2)
     sys.stdout.write("\n")

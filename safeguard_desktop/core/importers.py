@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import codecs
 import csv
-import email
-import email.policy
+import functools
 import io
 import json
 import re
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from email.message import EmailMessage, Message
-from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from safeguard_desktop.core.content import (
     KINDS,
@@ -33,6 +31,9 @@ from safeguard_desktop.core.content import (
     turns_from_messages,
     visible_surrogates,
 )
+
+if TYPE_CHECKING:  # imported where used: only .eml files need the e-mail package
+    from email.message import Message
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "PDF"),
@@ -378,34 +379,41 @@ _BLOCK_TAGS = {
 _HIDDEN_TAGS = {"script", "style", "head", "title", "template"}
 
 
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML body: tags dropped, blocks on their own lines."""
+@functools.cache
+def _html_text() -> type[Any]:
+    """The parser class (made on first use: only e-mails with an HTML body need it)."""
+    from html.parser import HTMLParser
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden = 0
+    class _HTMLText(HTMLParser):
+        """Visible text of an HTML body: tags dropped, blocks on their own lines."""
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _HIDDEN_TAGS:
-            self.hidden += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self.hidden = 0
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _HIDDEN_TAGS:
-            self.hidden = max(0, self.hidden - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag in _HIDDEN_TAGS:
+                self.hidden += 1
+            elif tag in _BLOCK_TAGS:
+                self.parts.append("\n")
 
-    def handle_data(self, data: str) -> None:
-        if not self.hidden:
-            self.parts.append(data)
+        def handle_endtag(self, tag: str) -> None:
+            if tag in _HIDDEN_TAGS:
+                self.hidden = max(0, self.hidden - 1)
+            elif tag in _BLOCK_TAGS:
+                self.parts.append("\n")
+
+        def handle_data(self, data: str) -> None:
+            if not self.hidden:
+                self.parts.append(data)
+
+    return _HTMLText
 
 
 def html_to_text(html: str) -> str:
     """Plain text of an HTML document, whitespace collapsed as a browser would."""
-    parser = _HTMLText()
+    parser = _html_text()()
     parser.feed(html)
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).split("\n"))
@@ -413,6 +421,8 @@ def html_to_text(html: str) -> str:
 
 
 def _part_text(part: Message) -> str:
+    from email.message import EmailMessage
+
     try:
         content = part.get_content() if isinstance(part, EmailMessage) else None
     except (LookupError, UnicodeError):
@@ -426,6 +436,10 @@ def _part_text(part: Message) -> str:
 def _from_email(data: bytes, name: str, kind: Kind | None) -> Content:
     if kind not in (None, "message"):
         raise ContentError(f"{name} is an e-mail, which imports as a message; choose that kind.")
+    import email  # here: the e-mail package is only needed for .eml files
+    import email.policy
+    from email.message import EmailMessage
+
     msg = email.message_from_bytes(data, policy=email.policy.default)
     if not isinstance(msg, EmailMessage) or not msg.keys():
         raise ContentError(f"{name} has no e-mail headers; save the message as .eml or .txt.")

@@ -379,7 +379,9 @@ def load_policy(path: Path | str) -> Policy:
     return parse_policy(data, source=path)
 
 
-def _builtin_files() -> list[tuple[str, bytes, Path | None]]:
+def _builtin_files(only: str | None = None) -> list[tuple[str, bytes, Path | None]]:
+    """The built-in policy files (name, bytes, path when on disk); with `only`, that file
+    alone, if it exists."""
     try:
         root = importlib.resources.files("safeguard_desktop.builtin_policies")
     except ModuleNotFoundError:
@@ -387,7 +389,7 @@ def _builtin_files() -> list[tuple[str, bytes, Path | None]]:
         root = Path(__file__).resolve().parents[2] / "policies"
     found: list[tuple[str, bytes, Path | None]] = []
     for entry in root.iterdir():
-        if entry.name.endswith(".md") and entry.is_file():
+        if entry.name.endswith(".md") and only in (None, entry.name) and entry.is_file():
             source = Path(str(entry)) if isinstance(entry, Path) else None
             found.append((entry.name, entry.read_bytes(), source))
     return found
@@ -400,6 +402,19 @@ def _builtin_cache() -> tuple[Policy, ...]:
         policy = parse_policy(data, source=source or Path(name), builtin=True)
         policies.append(policy)
     return tuple(sorted(policies, key=lambda p: p.id))
+
+
+def _builtin_named(ref: str) -> Policy | None:
+    """The built-in policy whose id is exactly `ref`, from its own file (`<ref>.md`) alone
+    while the built-ins are not all parsed yet (a command naming one need not parse them
+    all; their ids are unique); None otherwise."""
+    if _builtin_cache.cache_info().currsize:
+        return None
+    for name, data, source in _builtin_files(only=f"{ref}.md"):
+        policy = parse_policy(data, source=source or Path(name), builtin=True)
+        if policy.id == ref:
+            return policy
+    return None
 
 
 def builtin_policies() -> list[Policy]:
@@ -453,7 +468,7 @@ def resolve_policy(ref: str, *, folders: Sequence[Path] = ()) -> Policy:
     looks_like_path = "/" in ref or "\\" in ref or Path(ref).suffix.lower() in POLICY_SUFFIXES
     if looks_like_path:
         return load_policy(ref)
-    found = _match_id(ref, builtin_policies())
+    found = _builtin_named(ref) or _match_id(ref, builtin_policies())
     if found is not None:
         return found
     for folder in folders:

@@ -8,16 +8,18 @@ headings, links, images or HTML. The preview renderer also drops raw HTML.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import markdown
-from markdown.extensions import Extension
+from typing import TYPE_CHECKING, Any
 
 from safeguard_desktop.services.review import review_highlights
 from safeguard_desktop.store.records import Review
+
+if TYPE_CHECKING:  # `markdown` is imported by the preview only (`render_html`)
+    import markdown
 
 _BACKTICKS = re.compile(r"`+")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -195,16 +197,26 @@ def escalation_note(reviews: Sequence[Review], options: NoteOptions = NoteOption
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-class _NoRawHtml(Extension):
-    """Raw HTML in the source is shown as text, never passed through."""
+@functools.cache
+def _no_raw_html() -> type[Any]:
+    """The extension class (made with the first preview: the app's start needs no
+    Markdown)."""
+    from markdown.extensions import Extension
 
-    def extendMarkdown(self, md: markdown.Markdown) -> None:
-        md.preprocessors.deregister("html_block")
-        md.inlinePatterns.deregister("html")
+    class _NoRawHtml(Extension):
+        """Raw HTML in the source is shown as text, never passed through."""
+
+        def extendMarkdown(self, md: markdown.Markdown) -> None:
+            md.preprocessors.deregister("html_block")
+            md.inlinePatterns.deregister("html")
+
+    return _NoRawHtml
 
 
 def render_html(md_text: str) -> str:
     """HTML for the preview pane: fenced code, no raw HTML, nothing remote."""
+    import markdown
+
     return markdown.markdown(
-        md_text, extensions=["fenced_code", _NoRawHtml()], output_format="html"
+        md_text, extensions=["fenced_code", _no_raw_html()()], output_format="html"
     )

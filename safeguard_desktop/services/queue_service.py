@@ -13,9 +13,6 @@ import codecs
 import contextlib
 import csv
 import dataclasses
-import email
-import email.policy
-import email.utils
 import io
 import json
 import logging
@@ -777,6 +774,8 @@ def item_time(value: object) -> str | None:
                 try:
                     when = datetime.fromisoformat(text)
                 except ValueError:
+                    import email.utils  # here: only a date in e-mail form needs it
+
                     when = email.utils.parsedate_to_datetime(text)
         if when is None:
             return None
@@ -815,6 +814,9 @@ def file_times(path: Path, contents: Sequence[Content]) -> list[str | None]:
     try:
         data = path.read_bytes()
         if ext == ".eml":
+            import email  # here: only .eml files need the e-mail package
+            import email.policy
+
             message = email.message_from_bytes(data, policy=email.policy.default)
             return [item_time(str(message.get("Date") or ""))] * len(contents)
         text = _decoded(data)
