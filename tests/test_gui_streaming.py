@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from safeguard_desktop.qt import QApplication, Qt, QTextCursor
+from safeguard_desktop.store.history import History
 from safeguard_desktop.ui.reasoning_view import ReasoningView
 from safeguard_desktop.ui.theme import apply_theme
 from safeguard_desktop.ui.wellness import RevealState
@@ -191,6 +192,47 @@ def test_escape_while_the_verdict_is_being_shown_does_not_cancel_it(
     assert review.verdict.badge.text() == "VIOLATION"
 
 
+@pytest.fixture
+def history(tmp_path: Path):
+    """Listed before make_main_window: closed after the window has shut down."""
+    store = History.open(tmp_path / "history.db")
+    yield store
+    store.close()
+
+
+def test_escape_once_the_stream_has_ended_keeps_the_verdict_on_screen_and_in_history(
+    qtbot, history: History, make_main_window, fake_ollama: FakeOllama, gui_settings
+):
+    # The moment between the stream's end and the verdict on screen (highlights and the
+    # history write): the screen must say what the history keeps.
+    from safeguard_desktop import paths
+
+    (paths.user_policies_dir() / "test-spam.md").write_text(POLICY, encoding="utf-8")
+    fake_ollama.token_rate = 20_000
+    fake_ollama.script(Scenario(thinking="It says buy now. This violates TS2.a.", content="1"))
+    win = make_main_window(fake_ollama.url, history=history)
+    review = win.review
+    assert review.policy_panel.select("test-spam")
+    review.editor.set_text("Buy now and save big, friend")
+    answered = review._on_answered
+    cancelled: list[bool] = []
+
+    def answered_then_escape() -> None:
+        answered()
+        cancelled.append(review.cancel())
+        cancelled.append(review.cancel_button.isEnabled())
+
+    review._on_answered = answered_then_escape  # type: ignore[method-assign]
+    with qtbot.waitSignal(review.review_finished, timeout=20_000):
+        review.classify()
+    assert cancelled == [False, False]  # refused, and the Cancel button is off
+    assert review.verdict.badge.text() == "VIOLATION"
+    result = review.last_result
+    assert result is not None and result.review_id is not None
+    stored = history.get(result.review_id)
+    assert (stored.status, stored.verdict["label"]) == ("done", "violation")
+
+
 def test_the_line_being_read_stays_in_place_when_the_stream_ends(qtbot, pair):
     streamed, _ = pair
     tokens = tokenize(PARAGRAPH)
@@ -216,3 +258,31 @@ def test_the_line_being_read_stays_in_place_when_the_stream_ends(qtbot, pair):
     QApplication.processEvents()
     assert line_at_top() == reading
     assert bar.value() < bar.maximum()
+
+
+def test_copying_mid_stream_gives_the_models_text_without_the_hidden_cuts(qtbot, pair):
+    streamed, _ = pair
+    tokens = tokenize(PARAGRAPH)
+    half = "".join(tokens[: len(tokens) // 2])
+    stream(qtbot, streamed, half)
+    streamed._streaming = True  # still streaming: the last batch is in, the cuts are there
+    assert streamed.document().blockCount() > 1  # the paragraph is laid out in pieces
+    streamed.selectAll()
+    streamed.copy()
+    assert QApplication.clipboard().text() == half
+
+
+def test_a_pane_that_grows_shorter_keeps_the_end_in_view(qtbot, pair):
+    streamed, _ = pair
+    stream(qtbot, streamed, PARAGRAPH)
+    streamed.finish_with_highlights(PARAGRAPH, [], None)
+    bar = streamed.verticalScrollBar()
+    bar.setValue(bar.maximum())  # following the end
+    QApplication.processEvents()
+    streamed.resize(streamed.width(), streamed.height() - 60)  # the verdict takes its place
+    QApplication.processEvents()
+    assert bar.value() == bar.maximum() > 0
+    bar.setValue(bar.maximum() // 2)  # reading further up: left where it is
+    streamed.resize(streamed.width(), streamed.height() - 40)
+    QApplication.processEvents()
+    assert bar.value() == bar.maximum() // 2 or bar.value() < bar.maximum()

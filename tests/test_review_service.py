@@ -140,3 +140,41 @@ def test_reviews_in_a_row_reuse_one_connection(tmp_path: Path) -> None:
                 await session.aclose_client()
 
         assert asyncio.run(go()) == ["done"] * 4
+
+
+def test_a_cancel_after_the_whole_answer_came_keeps_the_verdict_recorded(tmp_path: Path) -> None:
+    # Escape pressed between the end of the stream and the verdict on screen: the answer is
+    # whole, so it is recorded as the model gave it (not "cancelled", not left "running").
+    path = tmp_path / "h.db"
+    with FakeOllama(token_rate=20000) as fake, History.open(path) as history:
+        fake.script(Scenario(thinking="It calls them an idiot: HB2.a applies.", content="1"))
+        session = Session.create(
+            Settings(tmp_path / "settings.json"), Endpoint(fake.url), HistoryService(history)
+        )
+
+        async def go() -> bool:
+            reviewer = session.reviewer(session.review_options(source="cli"))
+            task: asyncio.Task[object] | None = None
+
+            def answered() -> None:
+                assert task is not None
+                task.cancel()
+
+            task = asyncio.ensure_future(
+                reviewer.review(
+                    resolve_policy("harassment"), from_text("you idiot"), on_answered=answered
+                )
+            )
+            try:
+                await task
+            except asyncio.CancelledError:
+                return True
+            finally:
+                await session.aclose_client()
+            return False
+
+        assert asyncio.run(go())  # the caller still learns it was cancelled
+        stored = history.get(history.list()[0].id)
+    assert stored.status == "done"
+    assert stored.verdict is not None and stored.verdict["label"] == "violation"
+    assert "HB2.a" in stored.reasoning

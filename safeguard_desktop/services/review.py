@@ -272,11 +272,19 @@ class Reviewer:
         )
 
     async def review(
-        self, policy: Policy, content: Content, *, on_delta: DeltaCallback | None = None
+        self,
+        policy: Policy,
+        content: Content,
+        *,
+        on_delta: DeltaCallback | None = None,
+        on_answered: Callable[[], None] | None = None,
     ) -> ReviewResult:
         """Classify one item. Never raises EngineError: a failure is a result with status failed.
 
-        Cancelling the awaiting task records the review as cancelled and re-raises.
+        Cancelling the awaiting task while the answer streams records the review as cancelled
+        and re-raises. Once the stream has ended (`on_answered` is called then), the answer is
+        the model's whole answer: a cancel still lets it be parsed and recorded as it is, then
+        re-raises.
         """
         version = await self.server_version()
         parsed = version_tuple(version)
@@ -362,6 +370,27 @@ class Reviewer:
             await asyncio.shield(self._close(result, saver))
             raise
         result.reasoning, result.answer = "".join(thinking), "".join(answer)
+        if on_answered is not None:
+            on_answered()
+        finishing = asyncio.ensure_future(
+            self._conclude(result, policy, request, estimate, skipped, saver)
+        )
+        try:
+            return await asyncio.shield(finishing)
+        except asyncio.CancelledError:
+            await finishing  # recorded whole, not left "running" nor called cancelled
+            raise
+
+    async def _conclude(
+        self,
+        result: ReviewResult,
+        policy: Policy,
+        request: ChatRequest,
+        estimate: int,
+        skipped: str | None,
+        saver: ProgressSaver | None,
+    ) -> ReviewResult:
+        """The verdict, highlights and warnings of a whole answer, and its record."""
         if result.error is None:
             result.status = "done"
             done_reason = result.stats.done_reason if result.stats else None

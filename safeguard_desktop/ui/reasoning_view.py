@@ -24,6 +24,8 @@ from safeguard_desktop.qt import (
     QColor,
     QEvent,
     QFont,
+    QMimeData,
+    QResizeEvent,
     QTextCharFormat,
     QTextCursor,
     QWidget,
@@ -196,6 +198,31 @@ class ReasoningView(SpanTextView):
             cursor.setPosition(at)
             cursor.deleteChar()
         self._cuts.clear()
+
+    def createMimeDataFromSelection(self) -> QMimeData:
+        """Copied text is the model's text: the invisible cuts of a streaming paragraph are
+        not line breaks of it."""
+        mime = super().createMimeDataFromSelection()
+        cursor = self.textCursor()
+        start, end = cursor.selectionStart(), cursor.selectionEnd()
+        inside = [at - start for at in self._cuts if start <= at < end]
+        if not inside:
+            return mime
+        text = self.document().toPlainText()[start:end]  # one character per position
+        for at in reversed(inside):
+            text = text[:at] + text[at + 1 :]
+        plain = QMimeData()
+        plain.setText(text)
+        return plain
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        """A pane that grows shorter (the verdict takes its place above it) keeps the end in
+        view when it was: the last line, with the decision, is not cut off."""
+        bar = self.verticalScrollBar()
+        at_end = bar.value() >= bar.maximum() - 2
+        super().resizeEvent(event)
+        if at_end and event.size().height() < event.oldSize().height():
+            bar.setValue(bar.maximum())
 
     def viewportEvent(self, event: QEvent) -> bool:
         handled = super().viewportEvent(event)

@@ -102,7 +102,7 @@ class ReviewView(QWidget):
         self._started = 0.0
         self._tokens = 0
         self._policy_sha: str | None = None
-        self._showing = False  # the review ended; its result is being put on screen
+        self._answered = False  # the whole answer is in: it is being recorded and shown
         self.last_result: ReviewResult | None = None
         settings = ctx.settings
 
@@ -314,9 +314,9 @@ class ReviewView(QWidget):
         self.running_changed.emit(True)
 
     def cancel(self) -> bool:
-        """Cancel the running review; True when one was running (a review that has ended
-        and is being shown is not cancelled: its verdict is already saved)."""
-        if self._showing:
+        """Cancel the running review; True when one was running (a review whose whole
+        answer is in is not cancelled: it is being recorded and shown as the model gave it)."""
+        if self._answered:
             return False
         return self._task.cancel()
 
@@ -359,7 +359,9 @@ class ReviewView(QWidget):
         self._reviewer = reviewer
         result: ReviewResult | None = None
         try:
-            result = await reviewer.review(policy, content, on_delta=self._on_delta)
+            result = await reviewer.review(
+                policy, content, on_delta=self._on_delta, on_answered=self._on_answered
+            )
         except asyncio.CancelledError:
             self.reasoning.finish()
             self.verdict.set_cancelled(model=options.model, effort=options.effort_for(policy))
@@ -374,6 +376,7 @@ class ReviewView(QWidget):
         else:
             await self._show_result(result, policy)
         finally:
+            self._answered = False
             self._progress.stop()
             self._progress_pin.release()
             self._task.finished()
@@ -388,6 +391,12 @@ class ReviewView(QWidget):
         if kind == "thinking":
             self.reasoning.append(text)
 
+    def _on_answered(self) -> None:
+        """The stream ended: from here the review finishes as it is (Escape no longer
+        cancels it, so what the screen says is what the history keeps)."""
+        self._answered = True
+        self.cancel_button.setEnabled(False)
+
     def _show_progress(self) -> None:
         shown = self.verdict.stats.isVisible()  # laid out since the last tick
         self.verdict.set_progress(self._tokens, time.monotonic() - self._started)
@@ -397,17 +406,14 @@ class ReviewView(QWidget):
     async def _show_result(self, result: ReviewResult, policy: Policy) -> None:
         """Put the result on screen in three slices, the event loop running (and painting)
         between them, so no frame waits for all of it; the badge comes last."""
-        self._showing = True
+        self._answered = True
         self._progress_pin.release()
-        try:
-            marks = result.highlights
-            self.reasoning.finish_with_highlights(result.reasoning, marks.reasoning, policy)
-            await asyncio.sleep(0)
-            self.content_pane.apply_highlights(marks.content)
-            await asyncio.sleep(0)
-            self._show_verdict(result, policy)
-        finally:
-            self._showing = False
+        marks = result.highlights
+        self.reasoning.finish_with_highlights(result.reasoning, marks.reasoning, policy)
+        await asyncio.sleep(0)
+        self.content_pane.apply_highlights(marks.content)
+        await asyncio.sleep(0)
+        self._show_verdict(result, policy)
 
     def _show_verdict(self, result: ReviewResult, policy: Policy) -> None:
         marks = result.highlights
