@@ -14,6 +14,7 @@ green.
 from __future__ import annotations
 
 import bisect
+import html
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -211,9 +212,17 @@ class ReasoningView(SpanTextView):
         text = self.document().toPlainText()[start:end]  # one character per position
         for at in reversed(inside):
             text = text[:at] + text[at + 1 :]
-        plain = QMimeData()
-        plain.setText(text)
-        return plain
+        # Qt's own object, changed in place: a QMimeData made here would be Python's, and the
+        # clipboard that also owns it would free it twice at exit. Reading it first makes
+        # Qt fill it now (it fills it lazily), so nothing overwrites the text set next.
+        mime.text()
+        mime.setText(text)
+        if mime.hasHtml():
+            mime.setHtml(f"<p>{html.escape(text)}</p>")  # the text only, as the model wrote it
+        for other in mime.formats():
+            if other not in ("text/plain", "text/html"):
+                mime.removeFormat(other)
+        return mime
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         """A pane that grows shorter (the verdict takes its place above it) keeps the end in
