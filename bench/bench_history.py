@@ -26,7 +26,6 @@ Target: search p95 under 50 ms, warm, at the largest size.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import sqlite3
@@ -41,6 +40,9 @@ from itertools import accumulate
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_process import load_average, spread
 
 from safeguard_desktop.store.db import format_utc
 from safeguard_desktop.store.history import Filters, History
@@ -152,7 +154,7 @@ def p95(values: list[float]) -> float:
 
 
 def old_search(conn: sqlite3.Connection, text: str) -> list[sqlite3.Row]:
-    match = fts_query(text)
+    match = fts_query(text, min_prefix=1)  # as before: every last word a prefix
     ids = [r[0] for r in conn.execute(OLD_SEARCH, (match, PAGE))]
     return conn.execute(
         f"SELECT {SUMMARY_COLUMNS} FROM reviews r WHERE r.id IN ({', '.join('?' * len(ids))})",
@@ -260,18 +262,6 @@ def measure(path: Path, maker: TextMaker, qs: list[str], repeat: int) -> dict[st
     }
 
 
-def spread(values: list[float], fmt: str = "{:.1f}") -> str:
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
-
-
-def load() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="also grow to 1,000,000 reviews")
@@ -305,7 +295,7 @@ def main() -> None:
         f"history bench in {folder}: {len(qs)} searches per repeat (50 of 1-2 words, 30 word "
         f"beginnings of 2-4 letters), page {PAGE}, {args.repeats} repeats (min / median / max)"
     )
-    print(f"machine load at start: {load()}")
+    print(f"machine load at start: {load_average()}")
     try:
         for size in sizes:
             rate = bulk_insert(path, maker, built, size - built, t0)
@@ -318,7 +308,7 @@ def main() -> None:
                 return [r[key] for r in runs]
 
             def ms(key: str) -> str:
-                return f"{spread(col(key))} ms"
+                return f"{spread(col(key), '.1f')} ms"
 
             ratio = [a / b for a, b in zip(col("search_p95"), col("old_p95"), strict=True)]
             print(f"{size:>9,} reviews (bulk insert {rate:,.0f}/s, {size_mb:,.0f} MB)")
@@ -326,7 +316,7 @@ def main() -> None:
                 f"search p95, warm                    {ms('search_p95')}"
                 f"   (median {ms('search_median')})",
                 f"before: bm25 over every match, p95  {ms('old_p95')}"
-                f"   ratio now/before {spread(ratio, '{:.3f}')}",
+                f"   ratio now/before {spread(ratio, '.3f')}",
                 f"first search after opening          {ms('first')}",
                 f"search with a verdict filter, p95   {ms('filtered_p95')}"
                 f"   its match count (capped at {COUNT_CAP:,}), p95 {ms('count_p95')}",
@@ -338,13 +328,13 @@ def main() -> None:
                 f"  same FTS work, no prefix indexes  median {ms('plain_median')}",
             ):
                 print("  " + line)
-            print(f"  machine load: {load()}")
+            print(f"  machine load: {load_average()}")
             if size == sizes[-1]:
                 ratios = [v / TARGET_MS for v in col("search_p95")]
                 verdict = "met" if max(ratios) < 1 else "NOT met"
                 print(
                     f"ratio search p95 / {TARGET_MS:.0f} ms at {size:,} reviews: "
-                    f"{spread(ratios, '{:.3f}')}   (target < 1) -> {verdict}"
+                    f"{spread(ratios, '.3f')}   (target < 1) -> {verdict}"
                 )
     finally:
         if not args.keep and args.dir is None:

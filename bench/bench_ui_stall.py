@@ -25,90 +25,28 @@ backing store still happen, nothing reaches a screen).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from fake_process import fake_ollama, load_average, spread  # noqa: E402
 
 TARGET_MS = 16.0
 TICK_MS = 5
 TAIL_S = 0.5  # after the verdict: the History view's refresh and anything deferred
 CONTENT = "Buy now! Limited offer at example.shop, reply with your card number to claim it."
-READY_SECONDS = 30.0  # bounds on a hang, not timing claims
-CHILD_SECONDS = 300.0
-
-
-# --- the fake Ollama, as its own process -----------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{url}/api/version", timeout=1) as response:
-            return bool(json.loads(response.read()).get("version"))
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-
-
-@contextlib.contextmanager
-def fake_server(tokens: int, rate: float, log: Path) -> Iterator[str]:
-    """`python -m tests.fake_ollama serve` on a free port; yields its URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "FAKE_OLLAMA_"))}
-    env.update(FAKE_OLLAMA_TOKEN_RATE=repr(rate), FAKE_OLLAMA_REASONING_TOKENS=str(tokens))
-    for _ in range(3):
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        env["OLLAMA_HOST"] = f"127.0.0.1:{port}"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.fake_ollama", "serve"],
-                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err,
-            )  # fmt: skip
-        deadline = time.monotonic() + READY_SECONDS
-        while proc.poll() is None and time.monotonic() < deadline and not _answers(url):
-            time.sleep(0.05)
-        if proc.poll() is None and _answers(url):
-            break
-        _stop(proc)
-        if "address already in use" not in log.read_text(errors="replace"):
-            raise RuntimeError(f"fake Ollama did not start:\n{log.read_text(errors='replace')}")
-    else:
-        raise RuntimeError("fake Ollama: no free port after 3 tries")
-    try:
-        yield url
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+CHILD_SECONDS = 300.0  # bound on one app process (a hang, not a timing claim)
 
 
 # --- one repeat: a fresh app process ---------------------------------------------------------
@@ -310,18 +248,6 @@ def run_child(url: str, root: Path, index: int, opts: dict[str, Any]) -> dict[st
     return result
 
 
-def spread(values: list[float], fmt: str = "{:.1f}") -> str:
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
-
-
-def load() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -355,8 +281,12 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ui-stall-") as tmp:
         root = Path(tmp)
-        with fake_server(args.tokens, args.rate, root / "fake-ollama.log") as url:
-            load_before = load()
+        knobs = {
+            "FAKE_OLLAMA_TOKEN_RATE": repr(args.rate),
+            "FAKE_OLLAMA_REASONING_TOKENS": str(args.tokens),
+        }
+        with fake_ollama(root / "fake-ollama.log", knobs) as (url, _proc):
+            load_before = load_average()
             for i in range(args.repeats):
                 runs.append(run_child(url, root, i + 1, opts))
     print(
@@ -367,7 +297,7 @@ def main() -> None:
     frozen = "nothing frozen" if args.no_freeze else "gc.freeze() after start-up"
     warm = "" if args.no_warm else ", client imported ahead"
     print(f"  garbage collector: main-thread passes every {args.gc_interval} ms, {frozen}{warm}")
-    print(f"  machine load before: {load_before}; after: {load()}")
+    print(f"  machine load before: {load_before}; after: {load_average()}")
     for i, r in enumerate(runs, 1):
         for name in ("first", "second"):
             x = r[name]
@@ -385,22 +315,24 @@ def main() -> None:
     own = [max(r["first"]["max_own_ms"], r["second"]["max_own_ms"]) for r in runs]
     idle = [r["idle_ms"] for r in runs]
     print("  min / median / max over the repeats:")
-    print(f"    idle window, longest gap (baseline)        {spread(idle)} ms")
-    print(f"    streaming, longest gap (either review)     {spread(worst)} ms")
-    print(f"    streaming, busiest slice (GUI-thread CPU)  {spread(busiest)} ms")
-    print(f"    streaming, longest gap of its own making   {spread(own)} ms   (CPU used in it)")
+    print(f"    idle window, longest gap (baseline)        {spread(idle, '.1f')} ms")
+    print(f"    streaming, longest gap (either review)     {spread(worst, '.1f')} ms")
+    print(f"    streaming, busiest slice (GUI-thread CPU)  {spread(busiest, '.1f')} ms")
+    print(
+        f"    streaming, longest gap of its own making   {spread(own, '.1f')} ms   (CPU used in it)"
+    )
     ratios = [w / b for w, b in zip(worst, idle, strict=True)]
-    print(f"    ratio streaming / idle longest gap         {spread(ratios, '{:.2f}')}")
+    print(f"    ratio streaming / idle longest gap         {spread(ratios, '.2f')}")
     ratios = [w / TARGET_MS for w in worst]
     verdict = "met" if max(ratios) < 1 else "NOT met"
     print(
-        f"  ratio longest stall / {TARGET_MS:.0f} ms: {spread(ratios, '{:.2f}')}   "
+        f"  ratio longest stall / {TARGET_MS:.0f} ms: {spread(ratios, '.2f')}   "
         f"(target < 1.00: one frame at 60 Hz) -> {verdict}"
     )
     own_ratios = [w / TARGET_MS for w in own]
     print(
         f"  ratio longest stall of its own making / {TARGET_MS:.0f} ms: "
-        f"{spread(own_ratios, '{:.2f}')}   (the same, less the time spent waiting for a CPU)"
+        f"{spread(own_ratios, '.2f')}   (the same, less the time spent waiting for a CPU)"
     )
     if max(idle) > 2 * TICK_MS:
         print(

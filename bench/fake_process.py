@@ -135,6 +135,15 @@ class LoadMeter:
         return text
 
 
+def load_average() -> str:
+    """The machine's load averages now, for a bench's header."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
 def spread(values: list[float], fmt: str = ".3f") -> str:
     """min / median / max."""
     return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))

@@ -80,22 +80,25 @@ def test_the_client_library_is_imported_by_the_first_review_only(tmp_path: Path)
             "    return health.reachable, before, 'ollama' in sys.modules, r.status\n"
             "print(asyncio.run(go()))\n"
         )
-        env = {
-            **os.environ,
-            "HOME": str(tmp_path),
-            "SAFEGUARD_DATA_DIR": str(tmp_path / "data"),
-            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", probe],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env,
-            timeout=120,
-        )
+        done = run_probe(probe, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(True, False, True, 'done')"
+
+
+def run_probe(probe: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """`probe` in a fresh interpreter: its own home and data folder, no keychain or
+    OLLAMA_HOST of ours (modules it imports show in its sys.modules only)."""
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "SAFEGUARD_DATA_DIR": str(home / "data"),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    env.pop("OLLAMA_HOST", None)
+    return subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env,
+        timeout=120,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -115,21 +118,7 @@ def test_the_window_loads_the_review_client_ahead_for_an_ollama_host_only(
         "said = asyncio.run(s.warm_up())\n"
         "print(before, said, 'ollama' in sys.modules)\n"
     )
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),
-        "SAFEGUARD_DATA_DIR": str(tmp_path / "data"),
-        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
-    }
-    env.pop("OLLAMA_HOST", None)
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=120,
-    )
+    done = run_probe(probe, tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", str(loaded), str(loaded)]
 

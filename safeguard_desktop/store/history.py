@@ -63,11 +63,6 @@ TrailReport = trail.TrailReport
 log = logging.getLogger("safeguard.store")
 
 _ORDER = "ORDER BY r.created_at DESC, r.id DESC"
-# The last word of a search is a prefix from this many letters on; shorter, it is a word.
-# One letter has no prefix index (schema.FTS_PREFIXES): FTS5 would merge the postings of
-# every word starting with it (0.1-0.3 s at 1M reviews, holding the history's lock), to
-# find nearly every review anyway.
-MIN_PREFIX = 2
 _MAX_DAYS = 36_500  # a purge cut-off further back than a century cannot be a date
 
 
@@ -351,7 +346,7 @@ class History:
         first, as the list). Any input is safe: the words are quoted, never parsed as FTS
         syntax."""
         check_page(limit, offset)
-        match = _fts_match(query)
+        match = fts_query(query)
         if match is None:
             return []
         # Newest first is the index's own order: SQLite walks the matches from the newest
@@ -378,7 +373,7 @@ class History:
     ) -> int:
         """How many reviews `search(query, filters=...)` finds, or at most `cap` (for a
         "10,000+ matches" label: counting stops there instead of walking every match)."""
-        match = _fts_match(query)
+        match = fts_query(query)
         if match is None:
             return 0
         sql, params = _matches(match, filters)
@@ -491,15 +486,6 @@ class History:
         `path` first. Raises HistoryError ("invalid" for a backup that is refused).
         """
         return restore_backup(Path(src), Path(path), moderator=moderator)
-
-
-def _fts_match(query: str) -> str | None:
-    """`fts_query(query)`, the last word a prefix only when it has MIN_PREFIX letters."""
-    match = fts_query(query)
-    if match is None:
-        return None
-    last = [w for w in query.split() if any(ch.isalnum() for ch in w)][-1]  # fts_query's
-    return match.removesuffix("*") if sum(map(str.isalnum, last)) < MIN_PREFIX else match
 
 
 def _matches(match: str, filters: Filters | None) -> tuple[str, list[object]]:
