@@ -90,3 +90,13 @@ def _no_single_shot_outlives_its_test():
             "QTimer.singleShot still pending after the test (its context widget is alive): "
             + ", ".join(pending)
         )
+
+
+@pytest.fixture(autouse=True)
+def _own_token_record(tmp_path_factory, monkeypatch):
+    """Which hosts have a keyring token (secrets.py's keyring-hosts.json) is each test's own:
+    a host one test recorded as having none must not hide the token another test stores."""
+    from safeguard_desktop import secrets
+
+    folder = tmp_path_factory.mktemp("token-record")
+    monkeypatch.setattr(secrets, "_index_file", lambda: folder / secrets.INDEX_NAME)

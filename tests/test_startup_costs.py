@@ -1,5 +1,6 @@
 """What start-up no longer pays for: certificates for a plain-http host, a client library
-before the first review, a keyring read before the first request, macOS probes on Linux."""
+before the first review, a keyring read before the first request, macOS probes on Linux,
+the keyring library for a host known to have no token."""
 
 from __future__ import annotations
 
@@ -225,3 +226,77 @@ def test_the_keyring_does_not_probe_for_the_macos_keychain(tmp_path: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[] True"  # the backend is known, its probe skipped
+
+
+class LockedKeyring(MemoryKeyring):
+    """A keyring that refuses to answer until `locked` is cleared."""
+
+    locked = True
+
+    def get_password(self, service: str, username: str) -> str | None:
+        if self.locked:
+            raise keyring.errors.KeyringLocked("locked")
+        return super().get_password(service, username)
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    before = keyring.get_keyring()
+    backend = LockedKeyring()
+    backend.locked = False
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(before)
+
+
+def test_a_host_without_a_token_is_looked_up_once_then_never_loads_the_keyring(
+    tmp_path: Path,
+) -> None:
+    """Most hosts have no token: from the second start on, no keyring library (9 MiB)."""
+    probe = (
+        "import sys\n"
+        "from safeguard_desktop import secrets\n"
+        "token = secrets.TokenLookup('http://127.0.0.1:11434').result(timeout=60)\n"
+        "print(token, 'keyring' in sys.modules)\n"
+    )
+    first, second = run_probe(probe, tmp_path), run_probe(probe, tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert (first.stdout.split(), second.stdout.split()) == (["None", "True"], ["None", "False"])
+    record = tmp_path / "data" / secrets.INDEX_NAME  # beside settings.json; no secret in it
+    assert record.read_text(encoding="utf-8").count("http://127.0.0.1:11434") == 1
+    assert TOKEN not in record.read_text(encoding="utf-8")
+
+
+def test_a_token_saved_after_a_lookup_found_none_is_sent_from_the_next_start(
+    memory_keyring: MemoryKeyring,
+) -> None:
+    host = "http://10.0.0.7:11434"
+    assert secrets.get_token(host) is None  # looked up: none (recorded)
+    secrets.set_token(host, TOKEN)
+    assert secrets.TokenLookup(host).result(timeout=60) == TOKEN
+    secrets.delete_token(host)
+    assert secrets.get_token(host) is None and secrets.known_to_have_none(host)
+    assert memory_keyring.store == {}
+
+
+def test_a_token_another_program_stored_is_found_by_the_settings_dialogs_read(
+    memory_keyring: MemoryKeyring,
+) -> None:
+    host = "http://10.0.0.7:11434"
+    assert secrets.get_token(host) is None
+    memory_keyring.set_password(secrets.SERVICE, host, TOKEN)  # `keyring set ...` by hand
+    assert secrets.get_token(host) is None  # recorded as none: not looked up
+    assert secrets.read_token(host) == TOKEN  # what the Settings dialog reads
+    assert secrets.get_token(host) == TOKEN and not secrets.known_to_have_none(host)
+
+
+def test_a_locked_keyring_records_nothing(memory_keyring: MemoryKeyring) -> None:
+    host = "http://10.0.0.7:11434"
+    memory_keyring.set_password(secrets.SERVICE, host, TOKEN)
+    memory_keyring.locked = True  # type: ignore[attr-defined]
+    assert secrets.get_token(host) is None
+    assert not secrets.known_to_have_none(host)
+    memory_keyring.locked = False  # type: ignore[attr-defined]
+    assert secrets.get_token(host) == TOKEN

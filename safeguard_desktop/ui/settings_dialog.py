@@ -370,7 +370,7 @@ class SettingsDialog(QDialog):
 
     async def _look_up(self, url: str) -> None:
         try:
-            token = await self._keyring(secrets.get_token, url)
+            token = await self._keyring(secrets.read_token, url)
         finally:
             self._looking_up.discard(url)
         self._stored[url] = token is not None

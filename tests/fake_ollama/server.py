@@ -212,16 +212,20 @@ class FakeOllama:
         self.pull_released.set()
 
     def stop(self) -> None:
-        """Stop serving, break open connections and wait briefly for handler threads."""
+        """Stop serving, break open connections and wait briefly for handler threads.
+
+        The listening socket closes first, as when a server dies: a client whose stream is
+        broken here and that asks again gets its connection refused, not answered."""
+        server, self._server = self._server, None
+        if server is not None:
+            if self._thread is not None:
+                server.shutdown()
+                self._thread.join(timeout=5)
+            server.server_close()
         self.stopping.set()
         self.slots.stop()
-        server, self._server = self._server, None
         if server is None:
             return
-        if self._thread is not None:
-            server.shutdown()
-            self._thread.join(timeout=5)
-        server.server_close()
         with self.lock:
             connections = list(self._connections)
         for conn in connections:
