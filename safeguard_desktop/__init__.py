@@ -9,13 +9,7 @@ on first use, so importing the package costs nothing.
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
-
-# httpx's own command-line program (`httpx._main`, which imports click, pygments and rich
-# when they happen to be installed: 20 ms and 2 MiB) is never used here: marked absent,
-# `import httpx` skips it (httpx then defines a `main` that says what to install).
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 DISTRIBUTION = "safeguard-desktop"
 UNKNOWN = "0+unknown"
