@@ -100,7 +100,7 @@ def _open_window(args: argparse.Namespace) -> int:
         window.closed.connect(finished)
         _route_sigint(window)
         window.start()
-        await warm_up(ctx)
+        warm_up_on_first_move(window, ctx)
         await done
 
     try:
@@ -114,10 +114,28 @@ def _open_window(args: argparse.Namespace) -> int:
     return 0
 
 
+def warm_up_on_first_move(window: MainWindow, ctx: Session) -> None:
+    """`warm_up` at the moderator's first move towards a review (`MainWindow.work_began`:
+    content typed, pasted or loaded, another view opened), not at start: a window opened and
+    left waiting does not hold the client library (15 MiB, pydantic's), and the first
+    Classify, seconds later, finds it loaded. Needs the running loop."""
+    import asyncio
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def begin() -> None:
+        task = asyncio.ensure_future(warm_up(ctx))
+        tasks.add(task)  # kept until done (the loop holds tasks weakly)
+        task.add_done_callback(tasks.discard)
+
+    window.work_began.connect(begin)
+
+
 async def warm_up(ctx: Session) -> None:
-    """What the first review needs, loaded while the moderator reads the window (services'
-    `Session.warm_up`), then frozen with the rest of start-up: the collector never walks it
-    while an answer streams. A failure here only means the first review loads it itself."""
+    """What the first review needs, loaded in a thread while the moderator prepares it
+    (services' `Session.warm_up`), then frozen with the rest of start-up: the collector
+    never walks it while an answer streams. A failure here only means the first review
+    loads it itself."""
     try:
         loaded = await ctx.warm_up()
     except Exception:  # an import that fails here fails again, reported, at the first review

@@ -262,3 +262,28 @@ def test_the_window_frame_imports_no_session_and_no_client_library(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_review_client_loads_at_the_first_move_not_at_start(
+    qtbot, make_main_window, fake_ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window left waiting holds no client library (15 MiB); typing loads it, once."""
+    from safeguard_desktop import app
+
+    window = make_main_window(fake_ollama.url)
+    loads: list[str] = []
+
+    async def counted() -> bool:
+        loads.append("loaded")
+        return False
+
+    monkeypatch.setattr(window.ctx, "warm_up", counted)
+    app.warm_up_on_first_move(window, window.ctx)
+    qtbot.wait(0)  # a turn of the loop: nothing was asked for yet
+    assert loads == []
+    qtbot.keyClicks(window.review.editor.editor, "hello")
+    qtbot.waitUntil(lambda: loads == ["loaded"])
+    qtbot.keyClicks(window.review.editor.editor, " again")  # later moves: nothing more
+    window.review.classify()
+    qtbot.waitUntil(lambda: not window.review.running)
+    assert loads == ["loaded"]

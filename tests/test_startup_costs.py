@@ -108,8 +108,8 @@ def run_probe(probe: str, home: Path) -> subprocess.CompletedProcess[str]:
 def test_the_window_loads_the_review_client_ahead_for_an_ollama_host_only(
     tmp_path: Path, host: str, loaded: bool
 ) -> None:
-    # app.warm_up runs this once the window shows: the first Classify then neither waits for
-    # the library nor has its garbage collected while the answer streams (issue 12).
+    # app.warm_up runs this at the moderator's first move: the first Classify then neither
+    # waits for the library nor has its garbage collected while the answer streams (issue 12).
     probe = (
         "import asyncio, sys\n"
         "from safeguard_desktop.services.session import Session\n"

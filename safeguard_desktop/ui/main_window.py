@@ -10,6 +10,8 @@ session. `MainWindow(ctx)` does both.
 
 Signals:
     server_state_changed(ServerHealth): after every health check.
+    work_began(): once, at the moderator's first move towards a review: content typed,
+        pasted or loaded, or another view opened (app.py then loads the review client).
     closed(): the window finished shutting down.
 """
 
@@ -61,6 +63,7 @@ FILE_FILTER = "Content files (*.txt *.md *.json *.jsonl *.csv *.eml);;All files 
 class MainWindow(QMainWindow):
     server_state_changed = Signal(object)
     settings_changed = Signal(object)  # frozenset of the setting names saved with a new value
+    work_began = Signal()
     closed = Signal()
 
     ctx: Session
@@ -117,6 +120,10 @@ class MainWindow(QMainWindow):
         self._hold = QTimer(self)
         self._hold.setInterval(100)
         self._hold.timeout.connect(self._check_hold)
+        self._work_began = False
+        self.review.editor.content_changed.connect(self._first_move)
+        self.views.currentChanged.connect(self._first_move)
+        self.review.running_changed.connect(self._first_move)
         self._attached = True
 
     @property
@@ -387,6 +394,11 @@ class MainWindow(QMainWindow):
         if not alt:
             self._hold.stop()
             self.reveal.key_released()
+
+    def _first_move(self, *_args: object) -> None:
+        if not self._work_began:
+            self._work_began = True
+            self.work_began.emit()
 
     def _running_changed(self, running: bool) -> None:
         self.cancel_action.setEnabled(running)
