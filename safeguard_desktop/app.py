@@ -61,7 +61,7 @@ def _run_gui(args: argparse.Namespace) -> int:
 def _open_window(args: argparse.Namespace) -> int:
     from safeguard_desktop.qt import QApplication
     from safeguard_desktop.ui.main_window import MainWindow
-    from safeguard_desktop.ui.theme import app_icon, apply_theme
+    from safeguard_desktop.ui.theme import app_icon, apply_theme, palette_is_dark, settle_theme
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
@@ -70,12 +70,13 @@ def _open_window(args: argparse.Namespace) -> int:
     app.setDesktopFileName("safeguard-desktop")
     app.setWindowIcon(app_icon())
     app.setQuitOnLastWindowClosed(False)  # the loop ends when the window finished shutting down
-    apply_theme(app)
+    apply_theme(app, dark=palette_is_dark())  # the system's scheme once the frame is up
 
     window = MainWindow()
     window.show()
     if not first_frame(window):
         return 0  # closed before it was built
+    settle_theme(app)
 
     import asyncio
 

@@ -287,3 +287,26 @@ def test_the_review_client_loads_at_the_first_move_not_at_start(
     window.review.classify()
     qtbot.waitUntil(lambda: not window.review.running)
     assert loads == ["loaded"]
+
+
+def test_the_system_colour_scheme_wins_once_the_frame_is_up(
+    qtbot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first frame is themed from the platform palette; where the system's colour
+    scheme says otherwise, the theme follows it right after (and stays when they agree)."""
+    from safeguard_desktop.ui import theme
+
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    try:
+        theme.apply_theme(app, dark=False, follow=False)
+        light_window = app.palette().color(theme.QPalette.ColorRole.Window).name()
+        monkeypatch.setattr(theme, "system_is_dark", lambda: True)
+        assert theme.settle_theme(app) is theme.DARK
+        assert app.palette().color(theme.QPalette.ColorRole.Window).name() != light_window
+        assert theme.settle_theme(app) is theme.DARK  # agrees now: nothing re-applied
+        monkeypatch.setattr(theme, "system_is_dark", lambda: False)
+        assert theme.settle_theme(app) is theme.LIGHT
+        assert app.palette().color(theme.QPalette.ColorRole.Window).name() == light_window
+    finally:
+        theme.apply_theme(app, dark=False, follow=False)

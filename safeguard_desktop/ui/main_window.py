@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from safeguard_desktop import qt  # `qt.Qt` where used: see qt.py on the window frame
 from safeguard_desktop.qt import (
     QAction,
     QApplication,
@@ -35,7 +36,6 @@ from safeguard_desktop.qt import (
     QLabel,
     QMainWindow,
     QMenu,
-    Qt,
     QTabWidget,
     QTimer,
     QWidget,
@@ -186,7 +186,7 @@ class MainWindow(QMainWindow):
         if label is None:
             label = QLabel(self)
             label.setObjectName(f"status_{key}")
-            label.setTextFormat(Qt.TextFormat.PlainText)
+            label.setTextFormat(qt.Qt.TextFormat.PlainText)
             self.statusBar().addPermanentWidget(label)
             self._status[key] = label
         label.setText(text)
@@ -366,7 +366,7 @@ class MainWindow(QMainWindow):
         self.activateWindow()
         if before is not None and before.window() is self:
             with contextlib.suppress(RuntimeError):  # deleted while the palette was open
-                before.setFocus(Qt.FocusReason.PopupFocusReason)
+                before.setFocus(qt.Qt.FocusReason.PopupFocusReason)
 
     def _about(self) -> None:
         from safeguard_desktop import __version__
@@ -390,7 +390,7 @@ class MainWindow(QMainWindow):
             self._hold.start()
 
     def _check_hold(self) -> None:
-        alt = QGuiApplication.queryKeyboardModifiers() & Qt.KeyboardModifier.AltModifier
+        alt = QGuiApplication.queryKeyboardModifiers() & qt.Qt.KeyboardModifier.AltModifier
         if not alt:
             self._hold.stop()
             self.reveal.key_released()

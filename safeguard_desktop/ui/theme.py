@@ -19,7 +19,6 @@ from safeguard_desktop.qt import (
     QLabel,
     QPalette,
     QStyleFactory,
-    Qt,
     QVBoxLayout,
     QWidget,
 )
@@ -77,12 +76,22 @@ DARK = Scheme(
 
 
 def system_is_dark() -> bool:
-    hints = QGuiApplication.styleHints()
-    scheme = hints.colorScheme()
-    if scheme == Qt.ColorScheme.Dark:
+    """The system's colour scheme (the platform palette when it says none).
+
+    The first call costs 20-30 ms: the scheme comes as a `Qt.ColorScheme`, and PySide then
+    builds the whole `Qt` namespace (~100 enums). The window's first frame uses
+    `palette_is_dark` instead and `settle_theme` checks this once the frame is up.
+    """
+    scheme = QGuiApplication.styleHints().colorScheme().name
+    if scheme == "Dark":
         return True
-    if scheme == Qt.ColorScheme.Light:
+    if scheme == "Light":
         return False
+    return palette_is_dark()
+
+
+def palette_is_dark() -> bool:
+    """Whether the platform's palette is a dark one (ask before `apply_theme` sets ours)."""
     window = QGuiApplication.palette().color(QPalette.ColorRole.Window)
     return window.lightness() < 128
 
@@ -178,9 +187,10 @@ def apply_theme(app: QApplication, *, dark: bool | None = None, follow: bool = T
     global _current
     is_dark = system_is_dark() if dark is None else dark
     _current = DARK if is_dark else LIGHT
-    style = QStyleFactory.create("Fusion")
-    if style is not None:
-        app.setStyle(style)
+    if app.style().name().lower() != "fusion":  # often Qt's default already: not made twice
+        style = QStyleFactory.create("Fusion")
+        if style is not None:
+            app.setStyle(style)
     app.setPalette(dark_palette() if is_dark else light_palette())
     app.setStyleSheet(style_sheet())
     if follow and not app.property("safeguardThemeFollows"):
@@ -188,6 +198,15 @@ def apply_theme(app: QApplication, *, dark: bool | None = None, follow: bool = T
         QGuiApplication.styleHints().colorSchemeChanged.connect(
             lambda _scheme: apply_theme(app, follow=False)
         )
+    return _current
+
+
+def settle_theme(app: QApplication) -> Scheme:
+    """After the first frame (themed by `palette_is_dark`): the system's colour scheme, the
+    theme re-applied only where it differs from the platform palette's."""
+    dark = system_is_dark()
+    if dark != _current.dark:
+        apply_theme(app, dark=dark, follow=False)
     return _current
 
 

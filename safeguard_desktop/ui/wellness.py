@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from safeguard_desktop import qt  # `qt.Qt` when used: the window frame imports this module
 from safeguard_desktop.qt import (
     QEvent,
     QFrame,
@@ -16,7 +17,6 @@ from safeguard_desktop.qt import (
     QLabel,
     QMouseEvent,
     QObject,
-    Qt,
     QVBoxLayout,
     QWidget,
     Signal,
@@ -84,14 +84,14 @@ class MaskedArea(QWidget):
         grid.addWidget(child, 0, 0)
         self.cover = QFrame(self)
         self.cover.setObjectName("maskCover")
-        self.cover.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.cover.setCursor(qt.Qt.CursorShape.PointingHandCursor)
         inner = QVBoxLayout(self.cover)
         self.note = QLabel(HIDDEN_NOTE, self.cover)
         self.note.setObjectName("maskNote")
-        self.note.setTextFormat(Qt.TextFormat.PlainText)
-        self.note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.note.setTextFormat(qt.Qt.TextFormat.PlainText)
+        self.note.setAlignment(qt.Qt.AlignmentFlag.AlignCenter)
         inner.addStretch(1)
-        inner.addWidget(self.note, 0, Qt.AlignmentFlag.AlignCenter)
+        inner.addWidget(self.note, 0, qt.Qt.AlignmentFlag.AlignCenter)
         inner.addStretch(1)
         grid.addWidget(self.cover, 0, 0)
         self.cover.installEventFilter(self)
@@ -126,7 +126,7 @@ class MaskedArea(QWidget):
             watched is self.cover
             and isinstance(event, QMouseEvent)
             and event.type() == QEvent.Type.MouseButtonRelease
-            and event.button() == Qt.MouseButton.LeftButton
+            and event.button() == qt.Qt.MouseButton.LeftButton
         ):
             self.state.reveal()
             return True
