@@ -99,9 +99,19 @@ def test_desktop_file_and_icons_agree() -> None:
         width, height = struct.unpack(">II", data[16:24])
         assert (width, height) == (size, size), png
     svg = LINUX / "icons" / "hicolor" / "scalable" / "apps" / f"{APP_ID}.svg"
-    assert svg.read_bytes() == (ROOT / "resources" / "icon.svg").read_bytes(), (
-        "the icons are stale: QT_QPA_PLATFORM=offscreen python3 packaging/linux/make_icons.py"
-    )
+    stale = "the icons are stale: QT_QPA_PLATFORM=offscreen python3 packaging/linux/make_icons.py"
+    assert svg.read_bytes() == (ROOT / "resources" / "icon.svg").read_bytes(), stale
+    for size in (16, 24, 32, 48, 64, 128, 256):  # the window icon (ui/theme.app_icon)
+        window = ROOT / "resources" / f"icon-{size}.png"
+        hicolor = LINUX / "icons" / "hicolor" / f"{size}x{size}" / "apps" / f"{APP_ID}.png"
+        assert window.read_bytes() == hicolor.read_bytes(), stale
+
+
+def test_the_window_icon_comes_in_every_size(qapp) -> None:
+    from safeguard_desktop.ui.theme import WINDOW_ICON_SIZES, app_icon
+
+    sizes = {(s.width(), s.height()) for s in app_icon().availableSizes()}
+    assert sizes == {(n, n) for n in WINDOW_ICON_SIZES}
 
 
 def test_flatpak_manifest_names_this_version_and_id() -> None:

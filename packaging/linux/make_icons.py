@@ -8,6 +8,9 @@ Writes
   packaging/linux/icons/hicolor/scalable/apps/<id>.svg  (the SVG itself)
   packaging/windows/safeguard-desktop.ico               16..256, PNG entries (Vista and later)
   packaging/macos/safeguard-desktop.icns                16..1024, PNG entries
+  resources/icon-<N>.png                                the window icon, N = 16 .. 256 (the app
+                                                        loads these: Qt's SVG engine costs
+                                                        1.7 MiB and a few ms at start)
 Rendering uses Qt's SVG renderer offscreen (PySide6, already a dependency of the app).
 """
 
@@ -30,6 +33,7 @@ SOURCE = PACKAGING.parent / "resources" / "icon.svg"
 APP_ID = "io.github.safeguard_desktop.SafeguardDesktop"
 SIZES = (16, 22, 24, 32, 48, 64, 128, 256, 512)
 ICO_SIZES = (16, 24, 32, 48, 64, 128, 256)
+WINDOW_SIZES = (16, 24, 32, 48, 64, 128, 256)  # resources/icon-<N>.png (ui/theme.app_icon)
 # ICNS entry types holding PNG data, by pixel size (several sizes have two: 1x and 2x).
 ICNS_TYPES = (
     (b"icp4", 16), (b"icp5", 32), (b"icp6", 64), (b"ic07", 128), (b"ic08", 256),
@@ -86,6 +90,8 @@ def main() -> int:
         out = hicolor / f"{size}x{size}" / "apps" / f"{APP_ID}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(pngs[size])
+    for size in WINDOW_SIZES:
+        (SOURCE.parent / f"icon-{size}.png").write_bytes(pngs[size])
     scalable = hicolor / "scalable" / "apps" / f"{APP_ID}.svg"
     scalable.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(SOURCE, scalable)

@@ -18,6 +18,7 @@ from safeguard_desktop.qt import (
     QIcon,
     QLabel,
     QPalette,
+    QSize,
     QStyleFactory,
     QVBoxLayout,
     QWidget,
@@ -38,8 +39,18 @@ def resource_path(name: str) -> Path:
     return Path(__file__).resolve().parents[2] / "resources" / name
 
 
+WINDOW_ICON_SIZES = (16, 24, 32, 48, 64, 128, 256)  # resources/icon-<N>.png
+
+
 def app_icon() -> QIcon:
-    return QIcon(str(resource_path("icon.svg")))
+    """The window icon, from the PNGs rendered from icon.svg (packaging/linux/make_icons.py):
+    reading the SVG itself would load Qt's SVG engine (1.7 MiB, a few ms) before the frame."""
+    icon = QIcon()
+    for size in WINDOW_ICON_SIZES:
+        path = resource_path(f"icon-{size}.png")
+        if path.is_file():
+            icon.addFile(str(path), QSize(size, size))
+    return icon if not icon.isNull() else QIcon(str(resource_path("icon.svg")))
 
 
 @dataclass(frozen=True)
