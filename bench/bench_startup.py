@@ -138,7 +138,7 @@ app.exec()
 APP = (
     PRELUDE
     + """
-from safeguard_desktop.cli import main
+from safeguard_desktop.launch import main  # the `safeguard-desktop` command's code
 sys.exit(main(["--data-dir", sys.argv[2], "--host", sys.argv[3]]))
 """
 )

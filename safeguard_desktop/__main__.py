@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from safeguard_desktop.cli import main
+from safeguard_desktop.launch import main
 
 sys.exit(main())

@@ -1,14 +1,14 @@
 """GUI bootstrap: check the display, show the window, then build the session and the views.
 
-The window frame is shown first, before anything but Qt is imported: the session (whose
-keyring read runs in a thread), the review workspace and the other views are built right
-after its first frame (`build_workspace`). The session (services/session.py) is built here
-once and handed to every view.
+The window frame is shown first, before anything but Qt is imported (`open_frame`; the
+`safeguard-desktop` command shows it before it even parses its command line, see
+launch.py): the session (whose keyring read runs in a thread), the review workspace and the
+other views are built right after its first frame (`build_workspace`). The session
+(services/session.py) is built here once and handed to every view.
 """
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import contextlib
 import gc
@@ -16,12 +16,15 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from safeguard_desktop import egress, paths
 from safeguard_desktop.preflight import check_display
 
 if TYPE_CHECKING:
+    import argparse
+
+    from safeguard_desktop.qt import QApplication
     from safeguard_desktop.services.session import Session
     from safeguard_desktop.ui.main_window import MainWindow
 
@@ -34,34 +37,63 @@ FIRST_FRAME_MS = 500  # at most this long for the window's first frame before bu
 PYTHON_IMPORT = builtins.__import__
 
 
-def run_gui(args: argparse.Namespace) -> int:
-    """Open the main window; returns the process exit code.
+@dataclass
+class Frame:
+    """The application and its main window's frame, shown (`open_frame`)."""
+
+    app: QApplication
+    window: MainWindow
+    used: bool = False
+
+    def discard(self) -> None:
+        """Close the frame when no run took it (the command line failed before)."""
+        if not self.used:
+            self.window.close()
+
+
+def run_gui(args: argparse.Namespace, *, frame: Frame | None = None) -> int:
+    """Open the main window (into `frame` when launch.py showed it); returns the process
+    exit code.
 
     The window talks to the session's model host only (egress.py), which follows the
     Settings; every file it creates is the user's only.
     """
+    from safeguard_desktop import egress, paths  # here: not on the way to the first frame
+
     with egress.guarded(), paths.private_files():
-        return _run_gui(args)
+        return _run_gui(args, frame)
 
 
-def _run_gui(args: argparse.Namespace) -> int:
-    problem = check_display()
-    if problem is not None:
-        print(f"safeguard-desktop: {problem}", file=sys.stderr)
-        return 1
-    import safeguard_desktop.qt  # noqa: F401  (PySide6, which replaces `import`: see below)
+def _run_gui(args: argparse.Namespace, frame: Frame | None = None) -> int:
+    if frame is None:
+        problem = check_display()
+        if problem is not None:
+            print(f"safeguard-desktop: {problem}", file=sys.stderr)
+            return 1
+        import safeguard_desktop.qt  # noqa: F401  (PySide6, which replaces `import`: see below)
 
     # The whole run imports with Python's own `import`: PySide6's would read and keep the
     # source of every module imported from here on, the workspace's and those loaded later
     # (the keyring's, the HTTP stack's on the first request...).
     with plain_imports():
-        return _open_window(args)
+        return _open_window(args, frame or _show_frame())
 
 
-def _open_window(args: argparse.Namespace) -> int:
+def open_frame() -> Frame | None:
+    """The window's frame, shown and on screen (its first frame), before anything else of
+    the app is imported; None when no window can be shown here (`run_gui` says why)."""
+    if check_display() is not None:
+        return None
+    import safeguard_desktop.qt  # noqa: F401  (PySide6, which replaces `import`)
+
+    with plain_imports():
+        return _show_frame()
+
+
+def _show_frame() -> Frame:
     from safeguard_desktop.qt import QApplication
     from safeguard_desktop.ui.main_window import MainWindow
-    from safeguard_desktop.ui.theme import app_icon, apply_theme, palette_is_dark, settle_theme
+    from safeguard_desktop.ui.theme import app_icon, apply_theme, palette_is_dark
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
@@ -74,7 +106,16 @@ def _open_window(args: argparse.Namespace) -> int:
 
     window = MainWindow()
     window.show()
-    if not first_frame(window):
+    first_frame(window)
+    return Frame(app, window)
+
+
+def _open_window(args: argparse.Namespace, frame: Frame) -> int:
+    from safeguard_desktop.ui.theme import settle_theme
+
+    frame.used = True
+    app, window = frame.app, frame.window
+    if not window.isVisible():
         return 0  # closed before it was built
     settle_theme(app)
 
@@ -155,6 +196,7 @@ def build_workspace(
     started by the caller, on the running loop.
     """
     with plain_imports():
+        from safeguard_desktop import egress
         from safeguard_desktop.services.session import Session
         from safeguard_desktop.ui.history_integration import install as install_history
         from safeguard_desktop.ui.queue_integration import install as install_queues

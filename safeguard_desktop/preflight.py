@@ -6,7 +6,6 @@ Without these libraries Qt's xcb plugin aborts the process with a bare
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
@@ -29,6 +28,8 @@ XCB_LIBRARIES = {
 
 
 def missing_xcb_packages() -> list[str]:
+    import ctypes  # here: the offscreen and Wayland paths need none (start-up)
+
     missing = []
     for soname, package in XCB_LIBRARIES.items():
         try:

@@ -90,7 +90,7 @@ GUI_REVIEW = (
     RECORDER
     + """
 import asyncio
-from safeguard_desktop.cli import main
+from safeguard_desktop.launch import main  # the command users run
 from safeguard_desktop.ui.main_window import MainWindow
 from safeguard_desktop.ui.server_integration import ServerIntegration
 

@@ -20,7 +20,7 @@ def test_missing_xcb_libraries_are_named_with_their_packages(monkeypatch) -> Non
             raise OSError(f"{name}: cannot open shared object file")
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(preflight.ctypes, "CDLL", fake_cdll)
+    monkeypatch.setattr(ctypes, "CDLL", fake_cdll)
     monkeypatch.setenv("DISPLAY", ":99")
     monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

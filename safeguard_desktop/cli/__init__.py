@@ -13,33 +13,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safeguard_desktop import egress, paths
 from safeguard_desktop.cli.common import CliError, add_host_argument, setup_logging
 from safeguard_desktop.cli.terminal import SafeStream
 
+# The command table and the top-level options (launch.py, which tells the desktop app's
+# command line from a command's before this module is imported).
+from safeguard_desktop.launch import COMMANDS, MODULE_OF, named_command
+
+if TYPE_CHECKING:
+    from safeguard_desktop.app import Frame
+
 EXIT_OK, EXIT_ENGINE, EXIT_USAGE, EXIT_UNPARSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-# The command modules, in the order `--help` lists their commands, with the top-level
-# commands each one adds. A run imports only the module of its command (the desktop app
-# none): each imports what its command needs (tests/test_cli_lazy.py checks this table).
-COMMANDS: dict[str, tuple[str, ...]] = {
-    "classify_cmd": ("classify",),
-    "policies_cmd": ("policies",),
-    "history_cmd": ("history", "export"),
-    "server_cmd": ("server",),
-    "models_cmd": ("models",),
-    "queue_cmd": ("queue",),
-    "eval_cmd": ("eval",),
-    "hosts_cmd": ("hosts",),
-    "sign_cmd": ("keys", "sign", "verify"),
-}
-MODULE_OF = {name: module for module, names in COMMANDS.items() for name in names}
 # Top-level options also accepted after any subcommand (`--version` stays top-level only).
 GLOBAL_DESTS = ("data_dir", "verbose", "host")
-# The top-level options as typed in full, and whether each takes a value.
-TOP_OPTIONS = {"--version": False, "--data-dir": True, "-v": False, "--verbose": False,
-               "--host": True}  # fmt: skip
 UNLOADED = "_unloaded_command"  # set when a run's command was not the one loaded
 
 log = logging.getLogger("safeguard.cli")
@@ -79,21 +68,6 @@ def build_parser(*, only: Sequence[str] | None = None) -> argparse.ArgumentParse
     for subparser in _subparsers(parser):
         _add_global_options(subparser, shared)
     return parser
-
-
-def named_command(argv: Sequence[str]) -> tuple[bool, str | None]:
-    """(sure, command): the command `argv` runs (None: the desktop app), when that can be
-    told from top-level options typed in full; not sure for help, abbreviations or typos."""
-    args = iter(argv)
-    for arg in args:
-        if not arg.startswith("-") or arg == "-":
-            return (True, arg) if arg in MODULE_OF else (False, None)
-        name, has_value, _ = arg.partition("=")
-        if name not in TOP_OPTIONS or (has_value and not TOP_OPTIONS[name]):
-            return False, None
-        if TOP_OPTIONS[name] and not has_value and next(args, None) is None:
-            return False, None
-    return True, None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -214,22 +188,24 @@ def _add_global_options(parser: argparse.ArgumentParser, shared: list[argparse.A
 UNUSED_OPTIONAL_MODULES = ("trio", "httpx._main")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, frame: Frame | None = None) -> int:
     """The whole run is air-gapped (only the model host is contacted, see egress.py) and
-    every file it creates is the user's only (logs, notes, backups, settings)."""
+    every file it creates is the user's only (logs, notes, backups, settings).
+
+    `frame`: the desktop app's window, already shown by launch.py (`app.open_frame`)."""
     skipped = [name for name in UNUSED_OPTIONAL_MODULES if name not in sys.modules]
     for name in skipped:
         sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     try:
         with egress.guarded(), paths.private_files():
-            return _main(argv)
+            return _main(argv, frame)
     finally:
         for name in skipped:
             if sys.modules.get(name, ...) is None:
                 del sys.modules[name]
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, frame: Frame | None = None) -> int:
     args = parse_args(argv)
     data_dir = getattr(args, "data_dir", None)
     if data_dir:
@@ -247,7 +223,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.command:
         from safeguard_desktop.app import run_gui
 
-        return run_gui(args)
+        return run_gui(args, frame=frame)
     out, err = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = SafeStream(out), SafeStream(err)
     try:
