@@ -637,7 +637,8 @@ class QueueService:
         """Classify every item still to do, items in queue order, over the hosts named
         (default: every enabled host; with --host only that server), each with its slots in
         flight (`parallel`, default the num_parallel setting, for the local server). Progress
-        counts items; `on_warning` hears of hosts left out.
+        counts items; `on_warning` hears of hosts left out. `backoff`: the delays between
+        attempts of an item and before a host that failed is tried again.
 
         Cancelling puts the items in flight back to pending; a killed process leaves them
         classifying, and the next run takes them as interrupted. Raises QueueError,
@@ -673,6 +674,8 @@ class QueueService:
                         if on_warning is not None:
                             on_warning(warning)
                     job.pool.on_event = on_warning
+                    if backoff is not None:  # the caller's delays hold for hosts too
+                        job.pool.backoff = backoff
                     report = await job.run(job.pool.parallel, on_progress, stop, backoff)
                     return dataclasses.replace(report, by_host=job.pool.summary())
                 finally:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from safeguard_desktop.core.policy import Policy
 from safeguard_desktop.qt import (
@@ -39,8 +40,6 @@ from safeguard_desktop.services.history_service import HistoryError, HistoryServ
 from safeguard_desktop.services.review import ReviewOptions
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.ui.async_utils import TaskKeeper, dialog_result
-from safeguard_desktop.ui.compare_view import CompareView, OptionsFor
-from safeguard_desktop.ui.export_dialog import ExportDialog
 from safeguard_desktop.ui.history_filters import FilterBar
 from safeguard_desktop.ui.history_model import (
     COL_ID,
@@ -56,6 +55,10 @@ from safeguard_desktop.ui.message_bar import InlineMessage
 from safeguard_desktop.ui.review_detail import ReviewDetail
 from safeguard_desktop.ui.stored_review import rebuild_policy
 from safeguard_desktop.ui.wellness import RevealState
+
+if TYPE_CHECKING:  # imported when first used (re-run, export): not at start-up
+    from safeguard_desktop.ui.compare_view import CompareView, OptionsFor
+    from safeguard_desktop.ui.export_dialog import ExportDialog
 
 log = logging.getLogger("safeguard.ui.history")
 COLUMN_WIDTHS = (44, 0, 0, 76, 80, 100, 96, 86)  # 0: measured from the font
@@ -460,6 +463,8 @@ class HistoryView(QWidget):
                 return
             self.compare_view.close()
             self.compare_view.deleteLater()
+        from safeguard_desktop.ui.compare_view import CompareView
+
         view = CompareView(
             self.ctx, review, stored, self.policies(), self.reveal, self.options_for, self
         )
@@ -484,6 +489,8 @@ class HistoryView(QWidget):
         if self.export_dialog is not None:
             self.export_dialog.close()
             self.export_dialog.deleteLater()
+        from safeguard_desktop.ui.export_dialog import ExportDialog
+
         dialog = ExportDialog(reviews, self, folder=folder)
         self.export_dialog = dialog
         dialog.show()
