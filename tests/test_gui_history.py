@@ -413,9 +413,17 @@ def test_install_adds_the_tab_purges_old_reviews_and_refreshes(
         assert history.count() == 1
         keys = {a.text(): a.shortcut().toString() for a in win.menu("&View").actions()}
         assert keys["History"] == "Ctrl+2"
+        # The view is built when first needed; its table keys are listed (F1) meanwhile.
+        listed = {a.text(): a.shortcut().toString() for a in win.menu("Histor&y").actions()}
+        assert not integration.built
+        assert listed["&Open review"] == "Return" and listed["&Delete…"] == "Del"
         qtbot.keyClick(win.review.editor.editor, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+        assert integration.built
         view = integration.view
-        assert win.views.currentWidget() is view and view.filter_bar.search.hasFocus()
+        assert win.views.currentWidget() is integration.page and view.filter_bar.search.hasFocus()
+        menu = win.menu("Histor&y").actions()
+        assert view.open_action in menu and view.delete_action in menu  # the stand-ins gave way
+        assert [a.text() for a in menu].count("&Open review") == 1
         qtbot.waitUntil(lambda: view.model.rowCount() == 1)
         win.show_view(win.review)
         assert win.review.policy_panel.select("spam-scams")
@@ -424,7 +432,7 @@ def test_install_adds_the_tab_purges_old_reviews_and_refreshes(
         win.review.classify()
         qtbot.waitUntil(lambda: not win.review.running and win.review.last_result is not None,
                         timeout=10_000)  # fmt: skip
-        win.show_view(view)
+        win.show_view(integration.page)
         qtbot.waitUntil(lambda: view.model.rowCount() == 2, timeout=5000)
         assert "buy now" in cell(view, 0, 8)
         save_screenshot(win, tmp_path, "history-in-window")
@@ -456,3 +464,50 @@ def test_an_override_names_the_rule_it_applies(qtbot, history, make_view):
     review = view.detail.review
     assert review is not None and review.override_rule == "TP3"
     assert history.verify().ok  # the rule is sealed with the row
+
+
+def test_the_history_view_is_built_when_its_tab_first_shows(
+    qtbot, make_main_window, fake_ollama, gui_settings: Settings, tmp_path: Path
+):
+    """A window opened for reviewing does not build History; its tab, Ctrl+2 or a menu entry
+    does, once; a review finishing before that costs nothing, and the list has it."""
+    path = tmp_path / "main.sqlite3"
+    history = History.open(path)
+    try:
+        add_review(history, "an older report")
+        win = make_main_window(fake_ollama.url, history=history)
+        integration: Any = install(win, win.ctx)
+        win.review.review_finished.emit(None)  # before the view exists: nothing to refresh
+        assert not integration.built
+        assert win.findChildren(type(integration.page), "historyView") == []
+        menu = {a.text(): a for a in win.menu("&View").actions()}
+        menu["History"].trigger()
+        assert integration.built and win.views.currentWidget() is integration.page
+        view = integration.view
+        qtbot.waitUntil(lambda: view.model.rowCount() == 1)
+        assert integration.view is view  # built once
+        opened = {a.text(): a for a in win.menu("Histor&y").actions()}["&Open review"]
+        assert opened is view.open_action
+    finally:
+        run_async(qtbot, win.shutdown())
+        win._closed = True
+        history.close()
+
+
+def test_a_stand_in_entry_builds_the_view_and_does_what_it_says(
+    qtbot, make_main_window, fake_ollama, gui_settings: Settings, tmp_path: Path
+):
+    path = tmp_path / "main.sqlite3"
+    history = History.open(path)
+    try:
+        add_review(history, "a report to open")
+        win = make_main_window(fake_ollama.url, history=history)
+        integration: Any = install(win, win.ctx)
+        stand_in = {a.text(): a for a in win.menu("Histor&y").actions()}["&Open review"]
+        assert stand_in.shortcutContext() == Qt.ShortcutContext.WidgetShortcut  # Enter stays
+        stand_in.trigger()  # the menu entry, before the view exists
+        assert integration.built and win.views.currentWidget() is integration.page
+    finally:
+        run_async(qtbot, win.shutdown())
+        win._closed = True
+        history.close()
