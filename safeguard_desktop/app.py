@@ -105,9 +105,21 @@ def _show_frame() -> Frame:
     apply_theme(app, dark=palette_is_dark())  # the system's scheme once the frame is up
 
     window = MainWindow()
+    frame_menus(window)
     window.show()
     first_frame(window)
     return Frame(app, window)
+
+
+# The menus `build_workspace`'s views add, in their order (tests/test_gui_startup.py checks
+# it): the frame has them from its first paint, so the menu bar does not shift when they fill.
+WORKSPACE_MENUS = ("Histor&y", "&Server", "&Queue", "Work&bench")
+
+
+def frame_menus(window: MainWindow) -> None:
+    """The workspace's menus in the frame, still empty (disabled until the views come)."""
+    for title in WORKSPACE_MENUS:
+        window.menu(title).setEnabled(False)
 
 
 def _open_window(args: argparse.Namespace, frame: Frame) -> int:
@@ -213,6 +225,8 @@ def build_workspace(
             install_queues(window, ctx),
             install_workbench(window, ctx),
         ]
+        for title in WORKSPACE_MENUS:
+            window.menu(title).setEnabled(True)
     return ctx, kept
 
 

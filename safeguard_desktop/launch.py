@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,8 +59,35 @@ def named_command(argv: Sequence[str]) -> tuple[bool, str | None]:
 
 
 def opens_window(argv: Sequence[str]) -> bool:
-    """Whether `argv` surely opens the desktop app (`--version` prints and exits)."""
-    return named_command(argv) == (True, None) and "--version" not in argv
+    """Whether `argv` surely opens the desktop app (`--version` prints and exits), with a
+    `--data-dir` that can be used (else `cli.main` says why, and no window flashes first)."""
+    if named_command(argv) != (True, None) or "--version" in argv:
+        return False
+    folder = _option_value(argv, "--data-dir")
+    return folder is None or folder_usable(Path(folder).expanduser())
+
+
+def _option_value(argv: Sequence[str], option: str) -> str | None:
+    """The last value of `option` (`--opt V` or `--opt=V`) in a command line that
+    `named_command` accepted."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == option and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(option + "="):
+            value = arg.partition("=")[2]
+    return value
+
+
+def folder_usable(folder: Path) -> bool:
+    """Whether `folder` is, or can be made, a folder this user can write in (nothing is
+    created here)."""
+    path = folder.absolute()
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

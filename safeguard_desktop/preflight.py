@@ -27,6 +27,29 @@ XCB_LIBRARIES = {
 }
 
 
+def local_display_answers(display: str) -> bool | None:
+    """Whether the X server of a local display (":N", ":N.S") takes a connection on its
+    socket, the file or the abstract one; None for a display that is not local (not
+    checked: Qt says what is wrong there). Without a server Qt's xcb plugin aborts the
+    process."""
+    import re
+    import socket  # here: the offscreen and Wayland paths need none (start-up)
+
+    number = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display)
+    if number is None or not hasattr(socket, "AF_UNIX"):
+        return None
+    path = f"/tmp/.X11-unix/X{number.group(1)}"
+    for address in (path, "\0" + path):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(5)
+            try:
+                probe.connect(address)
+            except OSError:
+                continue
+            return True
+    return False
+
+
 def missing_xcb_packages() -> list[str]:
     import ctypes  # here: the offscreen and Wayland paths need none (start-up)
 
@@ -48,10 +71,17 @@ def check_display() -> str | None:
         return None  # offscreen, wayland, vnc...: Qt reports its own problems clearly
     if not platform and os.environ.get("WAYLAND_DISPLAY"):
         return None
-    if not os.environ.get("DISPLAY"):
+    display = os.environ.get("DISPLAY", "")
+    if not display:
         return (
             "No display found (DISPLAY is not set). Run the app from a desktop session, "
             "or use the command line: `safeguard-desktop --help`."
+        )
+    if local_display_answers(display) is False:
+        return (
+            f"The display {display} does not answer (no X server runs there). Check DISPLAY, "
+            "run the app from a desktop session, or use the command line: "
+            "`safeguard-desktop --help`."
         )
     missing = missing_xcb_packages()
     if missing:

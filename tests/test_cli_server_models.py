@@ -149,6 +149,18 @@ def test_token_set_without_a_keyring_is_refused_and_not_stored(
     assert "No system keyring is available" in one_clean_line(err)
     stored = b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
     assert b"sup3r-secret" not in stored
+    assert sys.stdin.readline() == "sup3r-secret\n"  # refused before the token was read
+
+
+def test_token_clear_without_a_keyring_does_not_claim_it_removed_one(
+    settings: Settings, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(
+        capsys, data_dir, "server", "token", "clear", "--host", "https://gpu.example"
+    )
+    assert code == 1 and out == ""
+    assert "No system keyring is available here" in one_clean_line(err)
+    assert "nothing to remove" in one_clean_line(err)
 
 
 def test_token_set_with_a_keyring_warns_about_plain_http(

@@ -351,6 +351,10 @@ def test_delete_asks_without_blocking_and_leaves_an_audit_entry(qtbot, history, 
     add_review(history, "first")
     add_review(history, "second")
     view = make_view(history)
+    qtbot.waitUntil(lambda: view.model.rowCount() == 2)
+    view.delete_selected()  # nothing selected yet: said, not silently ignored
+    assert view.delete_dialog is None
+    assert "Select one or more reviews to delete first" in view.message.text()
     open_row(qtbot, view, 0)
     view.table.setFocus()
     qtbot.keyClick(view.table, Qt.Key.Key_Delete)

@@ -19,7 +19,7 @@ import keyring
 import pytest
 
 from safeguard_desktop import secrets
-from safeguard_desktop.app import build_workspace, first_frame
+from safeguard_desktop.app import build_workspace, first_frame, frame_menus
 from safeguard_desktop.qt import QApplication, QEvent, Qt
 from safeguard_desktop.services.session import Session
 from safeguard_desktop.settings import Settings
@@ -182,8 +182,10 @@ def test_the_workspace_is_built_into_the_shown_frame(
     qtbot, qloop, gui_settings: Settings, fake_ollama: FakeOllama, tmp_path: Path
 ) -> None:
     window = MainWindow()
+    frame_menus(window)
     window.show()
     assert first_frame(window)
+    menus = [a.text() for a in window.menuBar().actions()]
     before = builtins.__import__
     session = Session.open(gui_settings, host=fake_ollama.url, with_history=False, env={})
     ctx, kept = build_workspace(window, session=session)
@@ -193,6 +195,8 @@ def test_the_workspace_is_built_into_the_shown_frame(
         assert ctx is session and len(kept) == 4
         tabs = [window.views.tabText(i) for i in range(window.views.count())]
         assert tabs == ["Review", "History", "Server", "Queues", "Workbench"]
+        # The frame had every menu of the workspace, in its place: the menu bar stays put.
+        assert [a.text() for a in window.menuBar().actions()] == menus
         editor = window.review.editor.editor
         qtbot.waitUntil(editor.hasFocus)
         qtbot.keyClicks(editor, SPAM)

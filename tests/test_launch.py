@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
         (["--data-dir"], False),  # no value: the parser says so
         (["--data", "d"], False),  # an abbreviation: the parser decides
         (["nonsense"], False),
+        (["--data-dir", "/dev/null/x"], False),  # cli.main says why, no window flashes first
+        (["--data-dir=/dev/null/x"], False),
     ],
 )
 def test_which_command_lines_open_the_window_first(argv: list[str], window: bool) -> None:
@@ -76,7 +78,7 @@ def test_the_frame_is_on_screen_before_the_command_line_layer_loads(tmp_path: Pa
     assert done.stdout.strip() == "True []"
 
 
-def test_a_data_folder_that_cannot_be_used_closes_the_frame_and_says_so(tmp_path: Path) -> None:
+def test_a_data_folder_that_cannot_be_used_says_so_without_a_window(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder", encoding="utf-8")
     probe = (

@@ -173,10 +173,15 @@ def _token(args: argparse.Namespace) -> int:
         url = configured_url(settings, getattr(args, "host", None))
     except HostError as exc:
         raise CliError(str(exc)) from None
-    if args.token_action == "clear":
-        clear_token(url)
-        print(f"Token for {url} removed from the OS keyring.")
-        return EXIT_OK
+    try:
+        if args.token_action == "clear":
+            clear_token(url)
+            print(f"Token for {url} removed from the OS keyring.")
+            return EXIT_OK
+        if not secrets.available():  # said before the token is typed, not after
+            raise secrets.SecretStoreUnavailable(secrets.NO_BACKEND)
+    except secrets.SecretStoreUnavailable as exc:
+        raise CliError(str(exc), EXIT_ENGINE) from None
     token = _read_token(url)
     try:
         warning = save_token(url, token)

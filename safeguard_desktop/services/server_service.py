@@ -83,6 +83,13 @@ def save_token(url: str, token: str) -> str | None:
 
 
 def clear_token(url: str) -> None:
+    """Forget a host's token. Raises `secrets.SecretStoreUnavailable` when there is no
+    keyring: none was kept, and "removed" would not be true."""
+    if not secrets.available():
+        raise secrets.SecretStoreUnavailable(
+            "No system keyring is available here, so no token is kept for this host: "
+            "nothing to remove."
+        )
     secrets.delete_token(url)
 
 

@@ -354,7 +354,10 @@ class HistoryView(QWidget):
 
     def delete_selected(self) -> None:
         ids = self.selected_ids()
-        if not ids or self.ctx.history is None:
+        if self.ctx.history is None:
+            return
+        if not ids:
+            self.message.show_message("Select one or more reviews to delete first.", "info")
             return
         dialog = DeleteDialog(ids, self)
         self.delete_dialog = dialog

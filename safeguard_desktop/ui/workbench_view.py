@@ -490,9 +490,10 @@ class WorkbenchView(QWidget):
             where = f" (line {issue.line})" if issue.line else ""
             self.lint_list.addItem(f"{issue.severity}{where}: {issue.message}")
         errors = sum(1 for i in issues if i.severity == "error")
-        lint_text = "lint clean" if not issues else f"{len(issues)} lint findings"
+        found = len(issues)
+        lint_text = "lint clean" if not issues else f"{found} lint finding{'s' * (found != 1)}"
         if errors:
-            lint_text += f", {errors} errors"
+            lint_text += f", {errors} error{'s' * (errors != 1)}"
         draft = " · edited (a new version)" if text != self.source_text else ""
         self.size_note.setText(f"{note} · {lint_text}{draft}")
         self.size_note.setProperty("level", level if not errors else "error")
