@@ -173,16 +173,10 @@ def warm_up_on_first_move(window: MainWindow, ctx: Session) -> None:
     content typed, pasted or loaded, another view opened), not at start: a window opened and
     left waiting does not hold the client library (15 MiB, pydantic's), and the first
     Classify, seconds later, finds it loaded. Needs the running loop."""
-    import asyncio
+    from safeguard_desktop.ui.async_utils import TaskKeeper
 
-    tasks: set[asyncio.Task[None]] = set()
-
-    def begin() -> None:
-        task = asyncio.ensure_future(warm_up(ctx))
-        tasks.add(task)  # kept until done (the loop holds tasks weakly)
-        task.add_done_callback(tasks.discard)
-
-    window.work_began.connect(begin)
+    tasks = TaskKeeper()  # kept by the connection below, as long as the window
+    window.work_began.connect(lambda: tasks.spawn(warm_up(ctx), name="warm-up"))
 
 
 async def warm_up(ctx: Session) -> None:

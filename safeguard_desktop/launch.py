@@ -40,7 +40,6 @@ MODULE_OF = {name: module for module, names in COMMANDS.items() for name in name
 # The top-level options as typed in full, and whether each takes a value.
 TOP_OPTIONS = {"--version": False, "--data-dir": True, "-v": False, "--verbose": False,
                "--host": True}  # fmt: skip
-PRIVATE_UMASK = 0o077  # as paths.PRIVATE_UMASK: what the frame's toolkit writes is the user's
 
 
 def named_command(argv: Sequence[str]) -> tuple[bool, str | None]:
@@ -96,13 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from safeguard_desktop.cli import main as cli_main
 
         return cli_main(args)
-    from safeguard_desktop import app
+    from safeguard_desktop import app, paths
 
-    old = os.umask(PRIVATE_UMASK)
-    try:
+    with paths.private_files():  # what the toolkit writes meanwhile is the user's only
         frame: Frame | None = app.open_frame()  # None without a display: cli says why
-    finally:
-        os.umask(old)
     with app.plain_imports():  # PySide6 replaced `import`: see app.plain_imports
         from safeguard_desktop.cli import main as cli_main
 

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import platformdirs
-
 APP = "safeguard-desktop"
 _override: Path | None = None
 
@@ -94,6 +92,8 @@ def data_dir() -> Path:
     base = _base()
     if base:
         return _private_dir(base)
+    import platformdirs  # here: the window's frame comes before any folder is needed
+
     return _private_dir(Path(platformdirs.user_data_dir(APP, appauthor=False)), tighten=True)
 
 
@@ -101,6 +101,8 @@ def config_dir() -> Path:
     base = _base()
     if base:
         return _private_dir(base)
+    import platformdirs
+
     return _private_dir(Path(platformdirs.user_config_dir(APP, appauthor=False)), tighten=True)
 
 

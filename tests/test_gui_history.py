@@ -6,6 +6,7 @@ import json
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -470,48 +471,42 @@ def test_an_override_names_the_rule_it_applies(qtbot, history, make_view):
     assert history.verify().ok  # the rule is sealed with the row
 
 
-def test_the_history_view_is_built_when_its_tab_first_shows(
-    qtbot, make_main_window, fake_ollama, gui_settings: Settings, tmp_path: Path
-):
-    """A window opened for reviewing does not build History; its tab, Ctrl+2 or a menu entry
-    does, once; a review finishing before that costs nothing, and the list has it."""
-    path = tmp_path / "main.sqlite3"
-    history = History.open(path)
+@pytest.fixture
+def installed(qtbot, make_main_window, fake_ollama, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """A main window over a history of one review, History installed (not built yet)."""
+    history = History.open(tmp_path / "main.sqlite3")
+    win = None
     try:
         add_review(history, "an older report")
         win = make_main_window(fake_ollama.url, history=history)
-        integration: Any = install(win, win.ctx)
-        win.review.review_finished.emit(None)  # before the view exists: nothing to refresh
-        assert not integration.built
-        assert win.findChildren(type(integration.page), "historyView") == []
-        menu = {a.text(): a for a in win.menu("&View").actions()}
-        menu["History"].trigger()
-        assert integration.built and win.views.currentWidget() is integration.page
-        view = integration.view
-        qtbot.waitUntil(lambda: view.model.rowCount() == 1)
-        assert integration.view is view  # built once
-        opened = {a.text(): a for a in win.menu("Histor&y").actions()}["&Open review"]
-        assert opened is view.open_action
+        yield win, install(win, win.ctx)
     finally:
-        run_async(qtbot, win.shutdown())
-        win._closed = True
+        if win is not None:
+            run_async(qtbot, win.shutdown())
+            win._closed = True
         history.close()
 
 
-def test_a_stand_in_entry_builds_the_view_and_does_what_it_says(
-    qtbot, make_main_window, fake_ollama, gui_settings: Settings, tmp_path: Path
-):
-    path = tmp_path / "main.sqlite3"
-    history = History.open(path)
-    try:
-        add_review(history, "a report to open")
-        win = make_main_window(fake_ollama.url, history=history)
-        integration: Any = install(win, win.ctx)
-        stand_in = {a.text(): a for a in win.menu("Histor&y").actions()}["&Open review"]
-        assert stand_in.shortcutContext() == Qt.ShortcutContext.WidgetShortcut  # Enter stays
-        stand_in.trigger()  # the menu entry, before the view exists
-        assert integration.built and win.views.currentWidget() is integration.page
-    finally:
-        run_async(qtbot, win.shutdown())
-        win._closed = True
-        history.close()
+def test_the_history_view_is_built_when_its_tab_first_shows(qtbot, installed) -> None:
+    """A window opened for reviewing does not build History; its tab, Ctrl+2 or a menu entry
+    does, once; a review finishing before that costs nothing, and the list has it."""
+    win, integration = installed
+    win.review.review_finished.emit(None)  # before the view exists: nothing to refresh
+    assert not integration.built
+    assert win.findChildren(type(integration.page), "historyView") == []
+    menu = {a.text(): a for a in win.menu("&View").actions()}
+    menu["History"].trigger()
+    assert integration.built and win.views.currentWidget() is integration.page
+    view = integration.view
+    qtbot.waitUntil(lambda: view.model.rowCount() == 1)
+    assert integration.view is view  # built once
+    opened = {a.text(): a for a in win.menu("Histor&y").actions()}["&Open review"]
+    assert opened is view.open_action
+
+
+def test_a_stand_in_entry_builds_the_view_and_does_what_it_says(installed) -> None:
+    win, integration = installed
+    stand_in = {a.text(): a for a in win.menu("Histor&y").actions()}["&Open review"]
+    assert stand_in.shortcutContext() == Qt.ShortcutContext.WidgetShortcut  # Enter stays
+    stand_in.trigger()  # the menu entry, before the view exists
+    assert integration.built and win.views.currentWidget() is integration.page
